@@ -1,0 +1,144 @@
+r"""OpenCV `VideoCapture` backend: V4L2 devices, GStreamer pipelines, network streams and video files.
+
+GStreamer (``gst:`` sources) needs an OpenCV built with it; pip's `opencv-python-headless` is not. On a
+Jetson, use JetPack's system OpenCV (`python3-opencv`) from a venv made with ``--system-site-packages``
+and install edged without its `opencv` extra. A CSI camera on a Jetson, converted on the VIC::
+
+    export EDGED_CAMERA__SOURCE="gst:nvarguscamerasrc sensor-id=0 ! \
+    video/x-raw(memory:NVMM),width=1280,height=720,framerate=30/1 ! nvvidconv ! \
+    video/x-raw,width=640,height=480,format=BGRx ! videoconvert ! video/x-raw,format=BGR ! appsink drop=true max-buffers=1"
+
+Where nvvidconv offers ``format=GRAY8``, ending with ``nvvidconv ! video/x-raw,width=640,height=480,format=GRAY8 !
+appsink drop=true max-buffers=1`` skips the colour conversion entirely; this backend takes 1-channel frames as they are.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edged.errors import CameraError
+from edged.faces import Frame
+
+logger = logging.getLogger(__name__)
+
+_TO_GRAY = {3: cv2.COLOR_BGR2GRAY, 4: cv2.COLOR_BGRA2GRAY}
+
+
+def has_gstreamer() -> bool:
+    """Whether this OpenCV build can open GStreamer pipelines."""
+    return re.search(r"GStreamer:\s+YES", cv2.getBuildInformation()) is not None
+
+
+class OpenCVSource:
+    """Frames from `cv2.VideoCapture`, converted to grayscale once, here.
+
+    kind: "v4l2" (an index or /dev/videoN), "gstreamer" ("gst:" + pipeline), "url" or "file".
+    width, height (pixels) and fps are requested from V4L2 devices; files and streams keep their own.
+    A file is read as fast as it decodes; its frames are stamped with media time (start + index / fps),
+    which the capture thread paces by when the file should play in real time, and which keeps tracking
+    independent of processing speed.
+    """
+
+    def __init__(self, kind: str, source: str, width: int = 640, height: int = 480, fps: float = 30.0) -> None:
+        self.kind = kind
+        self.source = source
+        self.width, self.height, self.fps = width, height, fps
+        self._cap: cv2.VideoCapture | None = None
+        self._index = 0
+        self._file_fps = fps
+        self._start_utc = 0.0
+        self._file_frame = 0
+
+    def open(self) -> None:
+        try:
+            self._cap = self._open_capture()
+        except cv2.error as exc:
+            raise CameraError(f"camera source {self.source!r}: {exc}") from None
+        if not self._cap.isOpened():
+            self._cap.release()
+            self._cap = None
+            raise CameraError(f"camera source {self.source!r} cannot be opened ({self.kind}); "
+                              "check EDGED_CAMERA__SOURCE" + _HINTS.get(self.kind, ""))
+        if self.kind == "file":
+            reported = self._cap.get(cv2.CAP_PROP_FPS)
+            # Some containers report 0 or absurd rates; fall back to the configured one.
+            self._file_fps = reported if 1.0 <= reported <= 240.0 else self.fps
+            self._file_frame = 0
+            self._start_utc = time.time()
+        logger.info("camera %s opened (%s, %dx%d)", self.source, self.kind,
+                    int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+
+    def _open_capture(self) -> cv2.VideoCapture:
+        match self.kind:
+            case "v4l2":
+                device: int | str = int(self.source) if self.source.isdigit() else self.source
+                cap = cv2.VideoCapture(device, cv2.CAP_V4L2)
+                cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.width)
+                cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.height)
+                cap.set(cv2.CAP_PROP_FPS, self.fps)
+                cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # the driver's backlog only adds latency
+                return cap
+            case "gstreamer":
+                if not has_gstreamer():
+                    raise CameraError(
+                        f"camera source {self.source!r} is a GStreamer pipeline, but this OpenCV ({cv2.__version__}) "
+                        "has no GStreamer (pip wheels never do); on a Jetson use JetPack's system OpenCV: "
+                        "python3 -m venv --system-site-packages, and install edged without the [opencv] extra")
+                return cv2.VideoCapture(self.source.removeprefix("gst:"), cv2.CAP_GSTREAMER)
+            case "file":
+                if not Path(self.source).is_file():
+                    raise CameraError(f"video file {self.source!r} does not exist (EDGED_CAMERA__SOURCE)")
+                return cv2.VideoCapture(self.source, cv2.CAP_FFMPEG)
+            case _:
+                return cv2.VideoCapture(self.source, cv2.CAP_FFMPEG)
+
+    def read(self) -> Frame | None:
+        """The next grayscale frame; None at the end of a file; `CameraError` when a live source fails."""
+        if self._cap is None:
+            raise CameraError(f"camera source {self.source!r} is not open")
+        try:
+            ok, image = self._cap.read()
+            gray = _gray(image) if ok and image is not None else None
+        except cv2.error as exc:
+            if self.kind == "file":
+                logger.warning("video file %s: decoding failed, treating as its end: %s", self.source, exc)
+                return None
+            raise CameraError(f"camera source {self.source!r}: {exc}") from None
+        if gray is None:
+            if self.kind == "file":
+                return None
+            raise CameraError(f"camera source {self.source!r} stopped delivering frames")
+        if self.kind == "file":
+            captured_utc = self._start_utc + self._file_frame / self._file_fps
+            self._file_frame += 1
+        else:
+            captured_utc = time.time()
+        frame = Frame(self._index, gray, time.monotonic(), captured_utc)
+        self._index += 1
+        return frame
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
+def _gray(image: np.ndarray) -> np.ndarray:
+    if image.ndim == 2:
+        return image
+    if image.shape[2] == 1:
+        return image[:, :, 0]
+    return cv2.cvtColor(image, _TO_GRAY[image.shape[2]])
+
+
+_HINTS = {
+    "v4l2": " (is the device present, and is the user in the 'video' group? try: v4l2-ctl --list-devices)",
+    "gstreamer": " (test the pipeline with gst-launch-1.0, ending in fakesink instead of appsink)",
+    "url": " (is the stream reachable? try: ffprobe URL)",
+}

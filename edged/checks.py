@@ -1,0 +1,105 @@
+"""`edged check`: is this installation ready to run? One (item, passed, detail) per component.
+
+The broker check connects with its own client id (`<client id>-check`) and publishes nothing, so it
+neither kicks a running daemon off the broker nor flips the device's retained status.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from edged.errors import EdgedError
+
+if TYPE_CHECKING:
+    from edged.settings import Settings
+
+Check = tuple[str, bool, str]
+
+
+def run_checks(broker_timeout_s: float | None = 10.0) -> Iterator[Check]:
+    """Configuration, cascade, model, camera, broker (skipped when `broker_timeout_s` is None)."""
+    from edged.settings import load_settings
+
+    try:
+        settings = load_settings()
+    except EdgedError as exc:
+        yield "config", False, str(exc).replace("\n", "; ")
+        return
+    yield "config", True, f"device {settings.device_id}"
+    yield _guard("cascade", _cascade, settings)
+    yield _guard("model", _model, settings)
+    yield _guard("camera", _camera, settings)
+    if broker_timeout_s is not None:
+        yield _guard("broker", _broker, settings, broker_timeout_s)
+
+
+def _guard(name: str, check: Any, *args: Any) -> Check:
+    try:
+        return name, True, check(*args)
+    except EdgedError as exc:
+        return name, False, str(exc)
+
+
+def _cascade(settings: Settings) -> str:
+    from edged.detector import HaarDetector
+
+    return str(HaarDetector(settings.detector).path)
+
+
+def _model(settings: Settings) -> str:
+    from edged.classifier import EmotionClassifier
+
+    model = EmotionClassifier(settings.model.path, settings.model.threads, settings.model.batch)
+    height, width = model.input_size
+    return f"{model.path} ({model.model_id}, {width}x{height}, {len(model.labels)} emotions)"
+
+
+def _camera(settings: Settings) -> str:
+    from edged.camera import open_source
+    from edged.errors import CameraError
+
+    source = open_source(settings.camera)
+    try:
+        frame = source.read()
+    finally:
+        source.close()
+    if frame is None:
+        raise CameraError(f"camera source {settings.camera.source!r} opened but delivered no frame")
+    height, width = frame.gray.shape[:2]
+    return f"{settings.camera.source}: one {width}x{height} frame read"
+
+
+def _broker(settings: Settings, timeout_s: float) -> str:
+    from edged.errors import BrokerError
+    from edged.publisher import build_client, client_id_for, refusal_message
+
+    mqtt = settings.mqtt
+    client = build_client(mqtt, client_id_for(mqtt, settings.device_id) + "-check", settings.mqtt_password)
+    answered = threading.Event()
+    outcome: list[str | None] = []
+
+    def on_connect(client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        outcome.append(refusal_message(mqtt, reason) if reason.is_failure else None)
+        answered.set()
+
+    def on_connect_fail(client: Any, userdata: Any) -> None:
+        outcome.append(f"cannot reach MQTT broker {mqtt.host}:{mqtt.port}")
+        answered.set()
+
+    client.on_connect, client.on_connect_fail = on_connect, on_connect_fail
+    try:
+        client.connect_async(mqtt.host, mqtt.port, keepalive=mqtt.keepalive)
+        client.loop_start()
+        if not answered.wait(timeout_s):
+            raise BrokerError(f"no answer from MQTT broker {mqtt.host}:{mqtt.port} within {timeout_s:g} s")
+        if outcome[0] is not None:
+            raise BrokerError(outcome[0])
+        client.disconnect()
+    except (OSError, ValueError) as exc:
+        raise BrokerError(f"cannot connect to MQTT broker {mqtt.host}:{mqtt.port}: {exc}") from exc
+    finally:
+        client.loop_stop()
+    tls = " over TLS" if mqtt.tls else ""
+    return f"{mqtt.host}:{mqtt.port}{tls}, MQTT {mqtt.protocol}"

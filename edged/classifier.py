@@ -1,0 +1,160 @@
+"""Emotion classification of face crops with the int8 TFLite model and the sidecar JSON written beside it.
+
+The model takes raw 0-255 grayscale pixels quantized with its input parameters (normalization is inside
+the graph), so the only work before `invoke` is crop, resize and one integer shift. TensorFlow is never
+imported: `tflite_runtime` first, then `ai_edge_litert`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from edged.errors import ModelError
+from edged.faces import Box
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "emotions-int8.tflite"
+
+
+def interpreter_class() -> Any:
+    """The TFLite `Interpreter` class of whichever runtime is installed."""
+    try:
+        from tflite_runtime.interpreter import Interpreter
+    except ImportError:
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError:
+            raise ModelError("no TFLite runtime: pip install tflite-runtime (Python <= 3.11) or ai-edge-litert") from None
+    return Interpreter
+
+
+def sidecar_path(model: Path) -> Path:
+    """`models/emotions-int8.tflite` -> `models/emotions-int8.json`."""
+    return model.with_suffix(".json")
+
+
+def read_sidecar(model: Path) -> dict:
+    """The converter's record of the model: labels, input/output quantization, model id."""
+    path = sidecar_path(model)
+    try:
+        meta = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelError(f"model sidecar {path} is missing (the converter writes it beside {model.name})") from None
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"model sidecar {path} cannot be read: {exc}") from None
+    labels = meta.get("labels") if isinstance(meta, dict) else None
+    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
+        raise ModelError(f"model sidecar {path} has no list of labels")
+    return meta
+
+
+class EmotionClassifier:
+    """Class probabilities (label -> 0..1) for face boxes in a grayscale frame.
+
+    threads: the interpreter's CPU threads; batch: most faces per `invoke` (the input tensor is resized
+    only when the number of faces changes).
+    """
+
+    def __init__(self, path: Path | None = None, threads: int = 1, batch: int = 8) -> None:
+        self.path = Path(path) if path is not None else DEFAULT_MODEL
+        if not self.path.is_file():
+            raise ModelError(f"model {self.path} does not exist (EDGED_MODEL__PATH)")
+        meta = read_sidecar(self.path)
+        self.labels: tuple[str, ...] = tuple(meta["labels"])
+        self.model_id: str = str(meta.get("model_id") or self.path.stem)
+        self.batch = max(1, int(batch))
+        try:
+            self._interpreter = interpreter_class()(model_path=str(self.path), num_threads=int(threads))
+            self._interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise ModelError(f"model {self.path} cannot be loaded: {exc}") from None
+        inp = self._interpreter.get_input_details()[0]
+        out = self._interpreter.get_output_details()[0]
+        shape = tuple(int(d) for d in inp["shape"])
+        if inp["dtype"] != np.int8 or len(shape) != 4 or shape[0] != 1 or shape[3] != 1:
+            raise ModelError(f"model {self.path}: input is {np.dtype(inp['dtype']).name} {shape}, "
+                             "expected int8 (1, H, W, 1) grayscale")
+        if int(out["shape"][-1]) != len(self.labels):
+            raise ModelError(f"model {self.path} has {int(out['shape'][-1])} outputs but its sidecar "
+                             f"{sidecar_path(self.path)} lists {len(self.labels)} labels")
+        self.input_size: tuple[int, int] = (shape[1], shape[2])  # (height, width) pixels
+        self._check_sidecar_input(meta)
+        self._input_index = int(inp["index"])
+        self._output_index = int(out["index"])
+        self._in_scale, self._in_zero = (float(q) for q in inp["quantization"])
+        self._out_scale, self._out_zero = (float(q) for q in out["quantization"])
+        self._out_int8 = out["dtype"] == np.int8
+        # raw pixels p -> p/s + z; for s=1, z=-128 that is p - 128, i.e. flipping the top bit of the uint8
+        self._xor_fast_path = self._in_scale == 1.0 and self._in_zero == -128
+        self._batch_now = 1
+        logger.info("model %s (%s) loaded: input %dx%d, %d labels", self.path, self.model_id, *self.input_size,
+                    len(self.labels))
+
+    def _check_sidecar_input(self, meta: dict) -> None:
+        declared = meta.get("input") or {}
+        size = (declared.get("height"), declared.get("width"))
+        if None not in size and tuple(size) != self.input_size:
+            raise ModelError(f"model sidecar {sidecar_path(self.path)} describes a {size[0]}x{size[1]} input, "
+                             f"but {self.path.name} takes {self.input_size[0]}x{self.input_size[1]}: mismatched files")
+
+    def classify(self, gray: np.ndarray, boxes: Sequence[Box]) -> list[dict[str, float]]:
+        """One {label: probability} per box, in the order of `boxes`."""
+        if not boxes:
+            return []
+        crops = np.stack([self._crop(gray, box) for box in boxes])[..., np.newaxis]
+        quantized = self._quantize(crops)
+        probabilities = np.concatenate([self._invoke(quantized[i:i + self.batch])
+                                        for i in range(0, len(quantized), self.batch)])
+        return [dict(zip(self.labels, map(float, row), strict=True)) for row in probabilities]
+
+    def _crop(self, gray: np.ndarray, box: Box) -> np.ndarray:
+        """A square around the box centre (side = the longer box side), clipped to the frame, resized to H x W."""
+        x, y, w, h = box
+        side = max(w, h, 1)
+        cx, cy = x + w / 2, y + h / 2
+        frame_h, frame_w = gray.shape[:2]
+        x0 = min(max(0, round(cx - side / 2)), frame_w - 1)
+        y0 = min(max(0, round(cy - side / 2)), frame_h - 1)
+        x1, y1 = min(frame_w, x0 + side), min(frame_h, y0 + side)
+        crop = gray[y0:max(y1, y0 + 1), x0:max(x1, x0 + 1)]
+        height, width = self.input_size
+        return cv2.resize(crop, (width, height), interpolation=cv2.INTER_AREA)
+
+    def _quantize(self, pixels: np.ndarray) -> np.ndarray:
+        if self._xor_fast_path:
+            return np.bitwise_xor(pixels, np.uint8(0x80)).view(np.int8)
+        values = np.round(pixels.astype(np.float32) / self._in_scale + self._in_zero)
+        return np.clip(values, -128, 127).astype(np.int8)
+
+    def _invoke(self, batch: np.ndarray) -> np.ndarray:
+        if len(batch) != self._batch_now:
+            self._resize(len(batch))
+        if len(batch) != self._batch_now:  # the model refused a batch dimension: one face per invoke
+            return np.concatenate([self._invoke(batch[i:i + 1]) for i in range(len(batch))])
+        self._interpreter.set_tensor(self._input_index, batch)
+        self._interpreter.invoke()
+        raw = self._interpreter.get_tensor(self._output_index)
+        if self._out_int8:
+            return np.clip((raw.astype(np.float32) - self._out_zero) * self._out_scale, 0.0, 1.0)
+        return raw.astype(np.float32)
+
+    def _resize(self, size: int) -> None:
+        height, width = self.input_size
+        try:
+            self._interpreter.resize_tensor_input(self._input_index, [size, height, width, 1])
+            self._interpreter.allocate_tensors()
+            self._batch_now = size
+        except (ValueError, RuntimeError) as exc:
+            logger.warning("model %s cannot batch %d faces (%s); classifying one at a time", self.path, size, exc)
+            self._interpreter.resize_tensor_input(self._input_index, [1, height, width, 1])
+            self._interpreter.allocate_tensors()
+            self._batch_now = 1
+            self.batch = 1

@@ -1,0 +1,191 @@
+"""The `edged` command line: run the daemon, check an installation, show the configuration, try images, watch.
+
+Exit status: 0 ok; 1 a check failed or an image could not be read; 2 bad command line; 69 the camera or
+broker is unavailable; 78 configuration (a bad EDGED_* variable, the model or the Haar cascade).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from edged import __version__
+from edged.errors import BrokerError, CameraError, CascadeError, ConfigError, EdgedError, ModelError
+
+EXIT_OK, EXIT_FAILED, EXIT_UNAVAILABLE, EXIT_CONFIG = 0, 1, 69, 78  # sysexits.h: EX_UNAVAILABLE, EX_CONFIG
+
+logger = logging.getLogger("edged")
+
+DESCRIPTION = """\
+edged watches a camera, finds faces (Haar cascade), classifies each face's emotion with an int8 TFLite
+model, follows faces over time and publishes events, state and stats to an MQTT broker. No image leaves
+the device. Everything is configured with EDGED_* environment variables: `edged config` lists them all."""
+
+EPILOG = """\
+examples:
+  edged config                                      what would run, and the variable for every setting
+  EDGED_CAMERA__SOURCE=samples/faces.mp4 edged check   is everything in place? (PASS/FAIL per item)
+  EDGED_CAMERA__SOURCE=/dev/video0 EDGED_MQTT__HOST=broker.local edged run
+  EDGED_CAMERA__SOURCE=samples/faces.mp4 EDGED_CAMERA__REALTIME=false edged run   a file, as fast as possible
+  edged detect photo.jpg other.png                  one JSON line per image: faces, emotions, scores
+  EDGED_MQTT__HOST=broker.local edged watch         live table of every device on the broker
+
+camera sources (EDGED_CAMERA__SOURCE): 0 or /dev/video0 (V4L2), picamera2 (Raspberry Pi camera),
+  gst:<pipeline ending in appsink> (needs an OpenCV with GStreamer, e.g. JetPack's), rtsp://... or
+  http://... streams, or a video file (it ends, and `edged run` exits 0 after publishing what is pending).
+
+exit status: 0 ok, 1 a check or an image failed, 2 usage, 69 camera or broker unavailable,
+  78 configuration (bad variable, model or Haar cascade)."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.command(args)
+    except (ConfigError, ModelError, CascadeError) as exc:
+        print(f"edged: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except (CameraError, BrokerError) as exc:
+        print(f"edged: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except EdgedError as exc:
+        print(f"edged: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edged", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"edged {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details (overrides EDGED_LOG_LEVEL)")
+    sub = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+
+    def add(name: str, command: Callable[[argparse.Namespace], int], help: str, description: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.set_defaults(command=command)
+        return p
+
+    add("run", _run, "run the daemon until SIGTERM/SIGINT or the end of a video file",
+        "Run the daemon: capture, detect, classify, track, publish. SIGTERM and SIGINT stop it cleanly "
+        "(the broker then shows the device offline). A video file source ends the run with status 0.")
+    p = add("check", _check, "check the configuration, model, cascade, camera and broker (PASS/FAIL per item)",
+            "For installers: validate EDGED_* variables, load the model and the Haar cascade, open the camera and "
+            "read one frame, connect to the broker. Prints PASS or FAIL per item; exits 1 if any failed.")
+    p.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="how long to wait for the broker (default 10)")
+    p.add_argument("--skip-broker", action="store_true", help="do not connect to the broker")
+    add("config", _config, "print the effective configuration with its variable names (secrets masked)",
+        "Print every setting: its EDGED_* variable, the value in effect (from the environment or the default; "
+        "secrets masked) and what it means.")
+    p = add("detect", _detect, "detect faces and emotions in still images; one JSON line per image",
+            "Run detection and classification on still images with the configured detector and model, and print "
+            'one JSON line per image: {"image", "width", "height", "faces": [{"box": [x, y, w, h], "emotion", '
+            '"confidence", "scores"}]}, or {"image", "error"} for a file that cannot be read.\n\n'
+            "example: edged detect kiosk-angle.jpg | jq '.faces[].emotion'")
+    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files (any format OpenCV reads)")
+    add("watch", _watch, "show a live table of devices, faces and emotions from the broker",
+        "Subscribe to <prefix>/+/# on the configured broker (EDGED_MQTT__*) and show every device, its faces "
+        "and their emotions as they arrive. Ctrl-C quits.")
+    return parser
+
+
+def _settings(args: argparse.Namespace):
+    from edged.settings import load_settings
+
+    return load_settings()
+
+
+def _stop_on_signals() -> threading.Event:
+    """One event for SIGTERM and SIGINT alike: every loop waits on it, shutdown runs the same way."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if not args.verbose:  # the daemon logs at EDGED_LOG_LEVEL; the other commands stay quiet
+        logging.getLogger().setLevel(settings.log_level)
+    from edged.pipeline import build
+    from edged.publisher import MqttPublisher
+
+    stop = _stop_on_signals()
+    pipeline = build(settings, lambda model_id: MqttPublisher(settings.mqtt, settings.device_id, settings.mqtt_password,
+                                                              model_id, __version__), stop)
+    logger.info("edged %s running as %s", __version__, settings.device_id)
+    final = pipeline.run()
+    logger.info("stopped after %d frames: %s", final["frames"], json.dumps(final))
+    return EXIT_OK
+
+
+def _check(args: argparse.Namespace) -> int:
+    from edged.checks import run_checks
+
+    failed = 0
+    for name, ok, detail in run_checks(broker_timeout_s=None if args.skip_broker else args.timeout):
+        print(f"{'PASS' if ok else 'FAIL'}  {name:<8} {detail}")
+        failed += not ok
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _config(args: argparse.Namespace) -> int:
+    from edged.settings import describe
+
+    rows = [("VARIABLE", "VALUE", "DESCRIPTION"), *describe(_settings(args))]
+    widths = [max(len(row[i]) for row in rows) for i in range(2)]
+    for name, value, description in rows:
+        print(f"{name:<{widths[0]}}  {value:<{widths[1]}}  {description}".rstrip())
+    return EXIT_OK
+
+
+def _detect(args: argparse.Namespace) -> int:
+    import cv2
+
+    from edged.classifier import EmotionClassifier
+    from edged.detector import HaarDetector
+
+    settings = _settings(args)
+    detector = HaarDetector(settings.detector)
+    classifier = EmotionClassifier(settings.model.path, settings.model.threads, settings.model.batch)
+    status = EXIT_OK
+    for image in args.images:
+        gray = cv2.imread(str(image), cv2.IMREAD_GRAYSCALE) if image.is_file() else None
+        if gray is None:
+            reason = "no such file" if not image.exists() else "not an image OpenCV can read"
+            print(f"edged: {image}: {reason}", file=sys.stderr)
+            print(json.dumps({"image": str(image), "error": reason}), flush=True)
+            status = EXIT_FAILED
+            continue
+        boxes = detector.detect(gray)
+        faces = []
+        for box, scores in zip(boxes, classifier.classify(gray, boxes), strict=True):
+            emotion = max(scores, key=scores.__getitem__)
+            faces.append({"box": list(box), "emotion": emotion, "confidence": round(scores[emotion], 4),
+                          "scores": {k: round(v, 4) for k, v in scores.items()}})
+        print(json.dumps({"image": str(image), "width": gray.shape[1], "height": gray.shape[0], "faces": faces}),
+              flush=True)
+    return status
+
+
+def _watch(args: argparse.Namespace) -> int:
+    from edged.watch import watch
+
+    settings = _settings(args)
+    stop = _stop_on_signals()
+    watch(settings.mqtt, settings.mqtt_password, settings.mqtt.topic_prefix, stop)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

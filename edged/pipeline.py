@@ -1,0 +1,160 @@
+"""The daemon's wiring: source -> capture thread -> queue -> detector -> classifier -> tracker -> publisher.
+
+One processing loop on the calling thread, one capture thread, and whatever thread the publisher runs
+(paho's network loop). Per-frame figures go into rolling stats published every `stats_interval_s`,
+never into the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from edged.camera import FrameSource, open_source, source_kind
+from edged.camera.capture import Capture
+from edged.camera.queue import FrameQueue
+from edged.classifier import EmotionClassifier
+from edged.detector import FaceDetector, HaarDetector
+from edged.faces import Detection, Frame
+from edged.stats import Rate, Rolling
+from edged.tracker import Tracker
+
+if TYPE_CHECKING:
+    from edged.publisher import Publisher
+    from edged.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("decode", "detect", "classify", "track", "publish")
+
+
+class Pipeline:
+    """Runs until `stop` is set or a file ends; `run()` returns the final stats.
+
+    lossless: a file processed as fast as possible, every frame (the capture waits instead of dropping).
+    paced: a file played at its own frame rate, like a camera.
+    """
+
+    def __init__(self, source: FrameSource, detector: FaceDetector, classifier: EmotionClassifier, tracker: Tracker,
+                 publisher: Publisher, stop: threading.Event, *, queue_size: int = 2, lossless: bool = False,
+                 paced: bool = False, backoff_max_s: float = 30.0, stats_interval_s: float = 10.0) -> None:
+        self.source, self.detector, self.classifier = source, detector, classifier
+        self.tracker, self.publisher, self.stop = tracker, publisher, stop
+        self.stats_interval_s = stats_interval_s
+        self.queue = FrameQueue(queue_size)
+        self._capture_stop = threading.Event()  # the caller's `stop` stays theirs; this one ends our thread
+        self.capture = Capture(source, self.queue, self._capture_stop, lossless=lossless, paced=paced,
+                               backoff_max_s=backoff_max_s)
+        self.latency_ms = {stage: Rolling() for stage in STAGES if stage != "decode"}
+        self.latency_ms["decode"] = self.capture.decode_ms
+        self.rate = Rate()
+        self.frames = 0
+        self.faces_seen = 0
+        self._started = time.monotonic()
+        self._last_utc = time.time()
+
+    def run(self) -> dict[str, Any]:
+        """Process frames until stopped or the end of a file (then pending events are published)."""
+        self._started = time.monotonic()
+        try:
+            self.publisher.start()
+            self.capture.start()
+            next_stats = self._started + self.stats_interval_s
+            while not self.stop.is_set():
+                frame = self.queue.get(timeout=0.2)
+                if frame is not None:
+                    self._process(frame)
+                elif self.queue.finished:
+                    break
+                now = time.monotonic()
+                if now >= next_stats:
+                    self.publisher.stats(self.stats())
+                    next_stats = now + self.stats_interval_s
+            if self.capture.error is not None:
+                raise self.capture.error
+            if not self.stop.is_set():  # the file ended: say goodbye to every face still in view
+                logger.info("end of %s after %d frames", getattr(self.source, "source", "stream"), self.frames)
+                for event in self.tracker.flush(self._last_utc):
+                    self.publisher.event(event)
+                self.publisher.state(self.tracker.tracks, self._last_utc)
+            final = self.stats()
+            self.publisher.stats(final)
+            return final
+        finally:
+            self._shutdown()
+
+    def _process(self, frame: Frame) -> None:
+        t0 = time.perf_counter()
+        boxes = self.detector.detect(frame.gray)
+        t1 = time.perf_counter()
+        scores = self.classifier.classify(frame.gray, boxes)
+        t2 = time.perf_counter()
+        events = self.tracker.update([Detection(b, s) for b, s in zip(boxes, scores, strict=True)], frame.captured_utc)
+        t3 = time.perf_counter()
+        for event in events:
+            self.publisher.event(event)
+            if event.type == "face_appeared":
+                self.faces_seen += 1
+        self.publisher.state(self.tracker.tracks, frame.captured_utc)  # the publisher throttles
+        t4 = time.perf_counter()
+        self.latency_ms["detect"].add((t1 - t0) * 1000.0)
+        if boxes:  # a frame without faces costs nothing to classify; keep it out of the percentiles
+            self.latency_ms["classify"].add((t2 - t1) * 1000.0)
+        self.latency_ms["track"].add((t3 - t2) * 1000.0)
+        self.latency_ms["publish"].add((t4 - t3) * 1000.0)
+        self.rate.tick()
+        self.frames += 1
+        self._last_utc = frame.captured_utc
+
+    def stats(self) -> dict[str, Any]:
+        """fps (processed, last 5 s), latency_ms per stage {p50, p95}, counters, uptime in seconds.
+
+        faces_seen counts faces that appeared (confirmed tracks), not detections.
+        """
+        return {
+            "fps": self.rate.per_second(),
+            "latency_ms": {stage: self.latency_ms[stage].percentiles() for stage in STAGES},
+            "frames": self.frames,
+            "frames_dropped": self.queue.dropped,
+            "faces_seen": self.faces_seen,
+            "queue_depth": len(self.queue),
+            "uptime_s": round(time.monotonic() - self._started, 1),
+        }
+
+    def _shutdown(self) -> None:
+        self._capture_stop.set()
+        self.queue.close()  # wakes a capture thread waiting for room
+        self.capture.join(timeout=5.0)
+        if self.capture.alive:
+            # releasing a capture that another thread is reading can crash the backend; exit frees it anyway
+            logger.warning("capture thread still busy after 5 s; leaving the camera to process exit")
+        else:
+            try:
+                self.source.close()
+            except Exception:
+                logger.exception("closing the camera failed")
+        try:
+            self.publisher.close(timeout=5.0)
+        except Exception:
+            logger.exception("closing the publisher failed")
+
+
+def build(settings: Settings, make_publisher: Callable[[str], Publisher], stop: threading.Event) -> Pipeline:
+    """Load the cascade and model, open the camera, then the publisher (`make_publisher(model_id)`)."""
+    detector = HaarDetector(settings.detector)
+    classifier = EmotionClassifier(settings.model.path, settings.model.threads, settings.model.batch)
+    tracker = Tracker(settings.tracker)
+    camera = settings.camera
+    is_file = source_kind(camera.source) == "file"
+    source = open_source(camera)
+    try:
+        publisher = make_publisher(classifier.model_id)
+    except BaseException:
+        source.close()
+        raise
+    return Pipeline(source, detector, classifier, tracker, publisher, stop, queue_size=camera.queue_size,
+                    lossless=is_file and not camera.realtime, paced=is_file and camera.realtime,
+                    backoff_max_s=camera.reopen_backoff_max_s, stats_interval_s=settings.mqtt.stats_interval_s)

@@ -1,0 +1,50 @@
+"""Rolling figures for the stats topic: recent latencies per stage (p50/p95, milliseconds) and a frame rate."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+
+import numpy as np
+
+
+class Rolling:
+    """The last `window` samples of one figure; thread-safe, since the capture thread adds decode times."""
+
+    def __init__(self, window: int = 300) -> None:
+        self._samples: deque[float] = deque(maxlen=window)
+        self._lock = threading.Lock()
+
+    def add(self, value: float) -> None:
+        with self._lock:
+            self._samples.append(value)
+
+    def percentiles(self) -> dict[str, float]:
+        """{"p50": ..., "p95": ...} of the window, rounded to 0.01; zeros before the first sample."""
+        with self._lock:
+            samples = np.fromiter(self._samples, dtype=np.float64, count=len(self._samples))
+        if samples.size == 0:
+            return {"p50": 0.0, "p95": 0.0}
+        p50, p95 = np.percentile(samples, [50, 95])
+        return {"p50": round(float(p50), 2), "p95": round(float(p95), 2)}
+
+
+class Rate:
+    """Events per second over the last `window_s` seconds (monotonic clock)."""
+
+    def __init__(self, window_s: float = 5.0) -> None:
+        self._times: deque[float] = deque()
+        self._window_s = window_s
+
+    def tick(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        self._times.append(now)
+        while self._times and now - self._times[0] > self._window_s:
+            self._times.popleft()
+
+    def per_second(self) -> float:
+        if len(self._times) < 2:
+            return 0.0
+        span = self._times[-1] - self._times[0]
+        return round((len(self._times) - 1) / span, 2) if span > 0 else 0.0

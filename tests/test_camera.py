@@ -1,0 +1,219 @@
+"""Frame sources, the drop-oldest queue and the capture thread, on the real sample clip."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+import types
+from typing import ClassVar
+
+import numpy as np
+import pytest
+from media import SAMPLE_CLIP
+
+from edged.camera import open_source, source_kind
+from edged.camera.capture import Capture
+from edged.camera.opencv import OpenCVSource, has_gstreamer
+from edged.camera.queue import FrameQueue
+from edged.errors import CameraError
+from edged.faces import Frame
+from edged.settings import CameraSettings
+
+CLIP_FRAMES, CLIP_FPS = 180, 15
+
+
+@pytest.mark.parametrize(("source", "kind"), [
+    ("0", "v4l2"), ("/dev/video2", "v4l2"), ("picamera2", "picamera2"), ("gst:videotestsrc ! appsink", "gstreamer"),
+    ("rtsp://cam.local/stream", "url"), ("http://cam.local/mjpg", "url"), ("samples/faces.mp4", "file"),
+])
+def test_source_kind(source, kind):
+    assert source_kind(source) == kind
+
+
+def test_file_plays_every_frame_in_grayscale_with_media_time():
+    source = open_source(CameraSettings(source=str(SAMPLE_CLIP), realtime=False))
+    frames = []
+    try:
+        while (frame := source.read()) is not None:
+            frames.append(frame)
+    finally:
+        source.close()
+    assert len(frames) == CLIP_FRAMES
+    assert frames[0].gray.shape == (480, 640) and frames[0].gray.dtype == np.uint8
+    assert [f.index for f in frames] == list(range(CLIP_FRAMES))
+    steps = np.diff([f.captured_utc for f in frames])
+    assert np.allclose(steps, 1 / CLIP_FPS)
+
+
+def test_paced_capture_plays_a_file_at_its_frame_rate():
+    source = OpenCVSource("file", str(SAMPLE_CLIP))
+    source.open()
+    queue, stop = FrameQueue(2), threading.Event()
+    capture = Capture(source, queue, stop, lossless=True, paced=True)
+    capture.start()
+    seen = []
+    while len(seen) < 9:
+        if queue.get(1.0) is not None:
+            seen.append(time.monotonic())
+    stop.set()
+    capture.join(5)
+    source.close()
+    assert seen[-1] - seen[0] >= 8 / CLIP_FPS * 0.9  # a lower bound only: the ninth frame is due 8/15 s after the first
+
+
+def test_missing_file_names_the_source():
+    with pytest.raises(CameraError, match=r"nowhere\.mp4"):
+        open_source(CameraSettings(source="/nowhere.mp4"))
+
+
+@pytest.mark.skipif(has_gstreamer(), reason="this OpenCV has GStreamer")
+def test_gstreamer_without_support_points_to_system_opencv():
+    with pytest.raises(CameraError, match="JetPack"):
+        open_source(CameraSettings(source="gst:videotestsrc ! appsink"))
+
+
+def _clip_frames(count: int) -> list[Frame]:
+    source = OpenCVSource("file", str(SAMPLE_CLIP))
+    source.open()
+    try:
+        return [source.read() for _ in range(count)]
+    finally:
+        source.close()
+
+
+def test_queue_drops_the_oldest_and_counts():
+    frames = _clip_frames(5)
+    queue = FrameQueue(2)
+    for frame in frames:
+        queue.put(frame)
+    assert queue.dropped == 3 and len(queue) == 2
+    assert [queue.get(0.1).index, queue.get(0.1).index] == [3, 4]
+    assert queue.get(0.01) is None and not queue.finished
+    queue.close()
+    assert queue.finished
+
+
+def test_capture_lossless_delivers_every_frame_in_order():
+    source = OpenCVSource("file", str(SAMPLE_CLIP))
+    source.open()
+    queue, stop = FrameQueue(2), threading.Event()
+    capture = Capture(source, queue, stop, lossless=True)
+    capture.start()
+    seen = []
+    while not queue.finished:
+        if (frame := queue.get(1.0)) is not None:
+            seen.append(frame.index)
+    capture.join(5)
+    source.close()
+    assert seen == list(range(CLIP_FRAMES)) and queue.dropped == 0
+
+
+def test_capture_with_a_slow_consumer_drops_and_stays_fresh():
+    source = OpenCVSource("file", str(SAMPLE_CLIP))
+    source.open()
+    queue, stop = FrameQueue(1), threading.Event()
+    capture = Capture(source, queue, stop)
+    capture.start()
+    seen = []
+    while not queue.finished:
+        if (frame := queue.get(1.0)) is not None:
+            seen.append(frame.index)
+            time.sleep(0.02)  # processing slower than decoding
+    capture.join(5)
+    source.close()
+    assert queue.dropped > 0 and len(seen) + queue.dropped == CLIP_FRAMES
+    assert seen == sorted(seen) and seen[-1] == CLIP_FRAMES - 1
+
+
+class FlakyCamera:
+    """A live camera that fails after `fail_after` frames and delivers again once reopened."""
+
+    def __init__(self, fail_after: int) -> None:
+        self.fail_after, self.opens, self.index = fail_after, 0, 0
+        self.frame = np.zeros((4, 4), np.uint8)
+
+    def open(self) -> None:
+        self.opens += 1
+
+    def read(self) -> Frame:
+        self.index += 1
+        if self.index == self.fail_after:
+            raise CameraError("camera 'flaky' stopped delivering frames")
+        return Frame(self.index, self.frame, time.monotonic(), time.time())
+
+    def close(self) -> None:
+        pass
+
+
+def test_capture_reopens_a_lost_camera():
+    camera, queue, stop = FlakyCamera(fail_after=3), FrameQueue(2), threading.Event()
+    capture = Capture(camera, queue, stop, backoff_min_s=0.01)
+    capture.start()
+    seen = []
+    while len(seen) < 5:
+        if (frame := queue.get(1.0)) is not None:
+            seen.append(frame.index)
+    stop.set()
+    capture.join(5)
+    assert camera.opens == 1 and 3 not in seen and max(seen) > 3
+    assert not capture.alive
+
+
+class FakePicamera2:
+    """Stands in for picamera2.Picamera2: a lores YUV420 buffer whose rows are padded to a wider stride."""
+
+    instances: ClassVar[list[FakePicamera2]] = []
+
+    def __init__(self) -> None:
+        self.config: dict = {}
+        self.started = self.closed = False
+        FakePicamera2.instances.append(self)
+
+    def create_video_configuration(self, main: dict, lores: dict, controls: dict) -> dict:
+        return {"main": main, "lores": lores, "controls": controls}
+
+    def configure(self, config: dict) -> None:
+        self.config = config
+
+    def stream_configuration(self, name: str) -> dict:
+        width, height = self.config[name]["size"]
+        return {"size": (width, height), "stride": width + 32, "format": "YUV420"}
+
+    def start(self) -> None:
+        self.started = True
+
+    def capture_buffer(self, name: str) -> np.ndarray:
+        width, height = self.config[name]["size"]
+        stride = width + 32
+        y = np.full((height, stride), 255, np.uint8)  # padding at the end of each row
+        y[:, :width] = (np.arange(width) % 200).astype(np.uint8)[np.newaxis, :]
+        chroma = np.full((height // 2, stride), 77, np.uint8)  # U and V: must not leak into the image
+        return np.concatenate([y, chroma]).ravel()
+
+    def stop(self) -> None:
+        self.started = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_picamera2_reads_the_y_plane_of_lores(monkeypatch):
+    module = types.ModuleType("picamera2")
+    module.Picamera2 = FakePicamera2
+    monkeypatch.setitem(sys.modules, "picamera2", module)
+    source = open_source(CameraSettings(source="picamera2", width=320, height=240, fps=20))
+    frame = source.read()
+    camera = FakePicamera2.instances[-1]
+    source.close()
+    assert camera.config["lores"] == {"size": (320, 240), "format": "YUV420"}
+    assert camera.config["controls"] == {"FrameDurationLimits": (50000, 50000)}
+    assert frame.gray.shape == (240, 320) and frame.gray.flags.c_contiguous
+    assert np.array_equal(frame.gray[7], np.arange(320) % 200)
+    assert camera.closed and not camera.started
+
+
+def test_picamera2_missing_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "picamera2", None)  # import picamera2 -> ImportError
+    with pytest.raises(CameraError, match="python3-picamera2"):
+        open_source(CameraSettings(source="picamera2"))

@@ -1,0 +1,90 @@
+"""The int8 emotion classifier on real photographs, with the project's model from models/."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+from media import ASTRONAUT, GRACE_HOPPER, require_model
+
+from edged.classifier import EmotionClassifier
+from edged.detector import HaarDetector
+from edged.errors import ModelError
+from edged.settings import DetectorSettings
+
+
+@pytest.fixture(scope="module")
+def classifier() -> EmotionClassifier:
+    return EmotionClassifier(require_model(), threads=1, batch=4)
+
+
+def _face(path):
+    gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    return gray, HaarDetector(DetectorSettings()).detect(gray)
+
+
+def test_model_contract(classifier):
+    assert classifier.labels == ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+    assert classifier.input_size == (48, 48) and classifier.model_id
+
+
+def test_smiling_astronaut_is_happy(classifier):
+    gray, boxes = _face(ASTRONAUT)
+    (scores,) = classifier.classify(gray, boxes)
+    assert max(scores, key=scores.__getitem__) == "happy", scores
+    assert sum(scores.values()) == pytest.approx(1.0, abs=0.05)
+
+
+def test_batches_agree_with_single_faces(classifier):
+    gray, boxes = _face(GRACE_HOPPER)
+    shifted = [(x + dx, y + dy, w, h) for (x, y, w, h) in boxes for dx in (-6, 0, 6) for dy in (-6, 0, 6)]
+    together = classifier.classify(gray, shifted)  # 9 faces: batches of 4, 4 and 1
+    alone = [classifier.classify(gray, [box])[0] for box in shifted]
+    assert together == alone
+
+
+def test_no_faces_no_work(classifier):
+    assert classifier.classify(np.zeros((10, 10), np.uint8), []) == []
+
+
+def test_fast_quantization_equals_the_formula(classifier):
+    pixels = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1)
+    formula = np.clip(np.round(pixels / 1.0 + -128), -128, 127).astype(np.int8)
+    assert np.array_equal(classifier._quantize(pixels), formula)
+
+
+def test_missing_sidecar_names_the_file(tmp_path):
+    model = tmp_path / "m.tflite"
+    shutil.copy(require_model(), model)
+    with pytest.raises(ModelError, match=r"m\.json"):
+        EmotionClassifier(model)
+
+
+def test_corrupt_sidecar_names_the_file(tmp_path):
+    model = tmp_path / "m.tflite"
+    shutil.copy(require_model(), model)
+    model.with_suffix(".json").write_text("{not json")
+    with pytest.raises(ModelError, match=r"m\.json"):
+        EmotionClassifier(model)
+
+
+def test_sidecar_of_another_model_is_refused(tmp_path):
+    source = require_model()
+    model = tmp_path / "m.tflite"
+    shutil.copy(source, model)
+    meta = json.loads(source.with_suffix(".json").read_text())
+    meta["input"]["height"] = meta["input"]["width"] = 64
+    model.with_suffix(".json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="mismatched"):
+        EmotionClassifier(model)
+
+
+def test_not_a_model_is_a_model_error(tmp_path):
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"not a flatbuffer" * 10)
+    shutil.copy(require_model().with_suffix(".json"), model.with_suffix(".json"))
+    with pytest.raises(ModelError, match=r"m\.tflite"):
+        EmotionClassifier(model)
