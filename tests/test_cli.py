@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -96,6 +97,27 @@ def test_run_publishes_the_sample_clip_to_a_real_broker(broker):
     assert arrivals == ["face_appeared", "face_left", "face_appeared", "face_left"]
     assert next(e["emotion"] for e in events if e["type"] == "face_left") == "happy"  # the astronaut
     assert stats and stats[-1]["frames"] == 180 and stats[-1]["faces_seen"] == 2
+
+
+def test_sigterm_stops_the_daemon_cleanly(broker):
+    model = require_model()
+    subscriber = Subscriber(broker.port, "edged/term/status")
+    clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("EDGED_")}
+    env = {**clean, "EDGED_MODEL__PATH": str(model), "EDGED_CAMERA__SOURCE": str(SAMPLE_CLIP),
+           "EDGED_MQTT__HOST": "127.0.0.1", "EDGED_MQTT__PORT": str(broker.port), "EDGED_DEVICE_ID": "term"}
+    daemon = subprocess.Popen([sys.executable, "-m", "edged", "run"], env=env, cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        subscriber.wait_for(lambda ms: any(m.text == "online" for m in ms), timeout=30, what="online")
+        daemon.send_signal(signal.SIGTERM)  # the clip plays in real time for 12 s: this lands mid-clip
+        _, stderr = daemon.communicate(timeout=15)
+        subscriber.wait_for(lambda ms: ms[-1].text == "offline", what="offline after SIGTERM")
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.communicate()
+        subscriber.close()
+    assert daemon.returncode == EXIT_OK, stderr
 
 
 def test_check_passes_on_a_ready_installation(broker):
