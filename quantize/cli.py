@@ -58,7 +58,49 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--val-split", default="PublicTest", help="split to validate on (default PublicTest)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.set_defaults(run=_train)
+
+    p = sub.add_parser("convert", help="convert a Keras model to a full-int8 .tflite that takes raw pixels",
+                       description="Full-integer post-training quantization: int8 weights, activations, input and "
+                       "output. The input normalization is folded into the graph, so the .tflite takes raw grayscale "
+                       "pixels 0-255 (as int8, pixel - 128). Writes OUT and its sidecar OUT.json.",
+                       epilog="Example, a model trained on pixels in [-1, 1]: quantize convert emotion_model.hdf5 "
+                       "--data fer2013.csv --out fer.tflite --input-scale 0.00784 --input-offset -1")
+    p.add_argument("model", type=Path, metavar="MODEL", help="Keras model: .keras, or legacy Keras 2 .h5/.hdf5")
+    p.add_argument("--data", required=True, type=Path, help=DATA_HELP)
+    p.add_argument("--out", required=True, type=Path, help="the .tflite file to write (the sidecar goes to OUT.json)")
+    _normalization_flags(p, default_scale=1 / 255, default_offset=0.0)
+    p.add_argument("--calibration-split", default="Training", help="split to draw calibration faces from (default Training)")
+    p.add_argument("--calibration-size", type=int, default=300, help="stratified calibration faces (default 300)")
+    p.add_argument("--eval-split", default="PublicTest",
+                   help="split whose float and int8 accuracy go into the sidecar (default PublicTest; skipped if absent)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the calibration sample (default 0)")
+    p.set_defaults(run=_convert)
+
+    p = sub.add_parser("check", help="compare float and int8 accuracy; exit 1 when the drop is too large",
+                       description="Evaluate the Keras model and the int8 model on the same faces: top-1 accuracy, "
+                       "drop in points, agreement, per-class precision/recall/F1, macro-F1, confusion matrices, sizes "
+                       "and latency. Exit 0 if the drop is within --max-drop, 1 if not, 2 on bad input.",
+                       epilog="Example: quantize check --keras my.keras --tflite my.tflite --data fer2013.csv "
+                       "--max-drop 0.5 --report reports/")
+    p.add_argument("--keras", required=True, type=Path, help="the float Keras model (.keras or .h5)")
+    p.add_argument("--tflite", required=True, type=Path, help="the int8 model made by quantize convert")
+    p.add_argument("--data", required=True, type=Path, help=DATA_HELP)
+    p.add_argument("--split", default="PublicTest", help="split to evaluate on (default PublicTest)")
+    p.add_argument("--max-drop", type=float, default=1.0, metavar="PTS",
+                   help="largest accepted accuracy drop in percentage points (default 1.0)")
+    p.add_argument("--report", type=Path, metavar="DIR", help="write report.json, report.md and confusion PNGs here")
+    p.add_argument("--no-latency", dest="latency", action="store_false", help="skip the latency measurement")
+    _normalization_flags(p, default_scale=None, default_offset=None)
+    p.set_defaults(run=_check)
     return parser
+
+
+def _normalization_flags(p: argparse.ArgumentParser, default_scale, default_offset) -> None:
+    where = "default 1/255" if default_scale is not None else "default: what the sidecar records"
+    p.add_argument("--input-scale", type=float, default=default_scale, metavar="S",
+                   help=f"the float model sees pixel * S + O ({where})")
+    p.add_argument("--input-offset", type=float, default=default_offset, metavar="O",
+                   help="see --input-scale (0 for [0, 1] inputs, -1 with S=0.00784 for [-1, 1])")
 
 
 def _train(args) -> int:
@@ -74,6 +116,84 @@ def _train(args) -> int:
           f"{summary['val_accuracy']:.2%} at epoch {summary['best_epoch']}/{summary['epochs_run']}, "
           f"{summary['train_seconds'] / 60:.1f} min")
     return EXIT_OK
+
+
+def _convert(args) -> int:
+    from rich.console import Console
+
+    from quantize import sidecar
+    from quantize.compare import compare
+    from quantize.convert import to_int8_tflite
+    from quantize.datasets import load_split
+    from quantize.errors import DataError
+    from quantize.keras_io import Normalization, input_size, load_keras, sha256
+    from quantize.runners import Int8Model
+
+    console = Console(stderr=True)
+    norm = Normalization(args.input_scale, args.input_offset)
+    model = load_keras(args.model)
+    height, width = input_size(model)
+    faces = load_split(args.data, args.calibration_split)
+    calibration = faces.stratified_sample(args.calibration_size, args.seed).resized(height, width)
+    with console.status(f"calibrating and converting on {len(calibration)} faces ({height}x{width})..."):
+        flatbuffer = to_int8_tflite(model, calibration, norm)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_bytes(flatbuffer)
+    int8 = Int8Model(args.out)
+    accuracy = None
+    try:
+        evaluation = load_split(args.data, args.eval_split)
+    except DataError as exc:
+        console.print(f"no accuracy in the sidecar: {exc}")
+    else:
+        with console.status(f"evaluating float and int8 on {len(evaluation)} {args.eval_split} faces..."):
+            result = compare(model, args.model, int8, evaluation, norm, latency=False)
+        accuracy = {"split": args.eval_split, "n": result["n"], "float": result["float"]["accuracy"],
+                    "int8": result["int8"]["accuracy"], "drop_pts": result["drop_pts"], "agreement": result["agreement"]}
+    calib = {"data": calibration.source, "n": len(calibration), "seed": args.seed}
+    meta = sidecar.build(int8, args.model, sha256(args.model), norm, calib, accuracy)
+    sidecar.write(args.out, meta)
+    line = f"{args.out}: {args.out.stat().st_size / 1024:,.0f} KB, input {height}x{width} int8 " \
+           f"(scale {meta['input']['scale']:g}, zero point {meta['input']['zero_point']})"
+    if accuracy:
+        line += f"; {args.eval_split} accuracy float {accuracy['float']:.2%}, int8 {accuracy['int8']:.2%}, " \
+                f"drop {accuracy['drop_pts']:+.2f} pts, agreement {accuracy['agreement']:.2%}"
+    print(line)
+    return EXIT_OK
+
+
+def _check(args) -> int:
+    from quantize import report, sidecar
+    from quantize.compare import compare
+    from quantize.datasets import load_split
+    from quantize.errors import ModelError
+    from quantize.keras_io import Normalization, load_keras, sha256
+    from quantize.runners import Int8Model
+
+    if args.max_drop < 0:
+        raise QuantizeError(f"--max-drop must be >= 0 points, got {args.max_drop}")
+    model = load_keras(args.keras)
+    int8 = Int8Model(args.tflite)
+    scale, offset = args.input_scale, args.input_offset
+    if scale is None or offset is None:
+        try:
+            meta = sidecar.read(args.tflite)
+        except ModelError as exc:
+            raise QuantizeError(f"{exc}; pass --input-scale and --input-offset instead") from None
+        recorded = meta["normalization"]
+        scale = recorded["input_scale"] if scale is None else scale
+        offset = recorded["input_offset"] if offset is None else offset
+        if meta["source"]["sha256"] != sha256(args.keras):
+            print(f"quantize: warning: {args.tflite} was converted from a different file than {args.keras} "
+                  f"(sha256 {meta['source']['sha256'][:12]}...)", file=sys.stderr)
+    faces = load_split(args.data, args.split)
+    result = compare(model, args.keras, int8, faces, Normalization(scale, offset), latency=args.latency)
+    result["max_drop_pts"] = args.max_drop
+    result["passed"] = result["drop_pts"] <= args.max_drop
+    report.print_table(result, args.max_drop)
+    if args.report:
+        report.write(result, args.report)
+    return EXIT_OK if result["passed"] else EXIT_GATE
 
 
 if __name__ == "__main__":

@@ -61,15 +61,17 @@ class Faces:
         return Faces(self.x[index], self.y[index], self.source)
 
     def stratified_sample(self, n: int, seed: int = 0) -> Faces:
-        """About n faces with the class mix of the whole set (every present class at least once)."""
+        """Exactly n faces with the class mix of the whole set (largest remainders; each class at least once)."""
         if n >= len(self):
             return self
         rng = np.random.default_rng(seed)
-        picked = []
-        for label in np.unique(self.y):
-            members = np.flatnonzero(self.y == label)
-            k = max(1, round(n * len(members) / len(self)))
-            picked.append(rng.choice(members, size=min(k, len(members)), replace=False))
+        labels, counts = np.unique(self.y, return_counts=True)
+        quota = counts * n / len(self)
+        take = np.maximum(1, np.floor(quota).astype(int))
+        for i in np.argsort(take - quota)[: max(0, n - take.sum())]:
+            take[i] += 1
+        picked = [rng.choice(np.flatnonzero(self.y == label), size=min(k, c), replace=False)
+                  for label, k, c in zip(labels, take, counts, strict=True)]
         return self.subset(np.sort(np.concatenate(picked)))
 
 

@@ -46,7 +46,7 @@ def train(data: Path, out: Path, options: TrainOptions, train_split: str = "Trai
     model = architectures.build(options.architecture, options.size, options.size, len(EMOTIONS))
     steps = int(np.ceil(len(train_faces) / options.batch_size))
     schedule = keras.optimizers.schedules.CosineDecay(
-        0.0, decay_steps=steps * options.epochs, warmup_target=options.learning_rate, warmup_steps=steps * 2
+        options.learning_rate / 10, decay_steps=steps * options.epochs, warmup_target=options.learning_rate, warmup_steps=steps
     )
     model.compile(
         optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4),
@@ -68,7 +68,7 @@ def train(data: Path, out: Path, options: TrainOptions, train_split: str = "Trai
         callbacks=callbacks,
         verbose=1 if sys.stdout.isatty() else 2,
     )
-    model.save(out)
+    _save_without_optimizer(model, options, out)
     val_acc = history.history["val_accuracy"]
     best = int(np.argmax(val_acc))
     summary = {
@@ -83,6 +83,13 @@ def train(data: Path, out: Path, options: TrainOptions, train_split: str = "Trai
     }
     out.with_suffix(".history.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _save_without_optimizer(model, options: TrainOptions, out: Path) -> None:
+    """Save weights in a fresh, uncompiled copy: the optimizer's moments would triple the file."""
+    clean = architectures.build(options.architecture, options.size, options.size, len(EMOTIONS))
+    clean.set_weights(model.get_weights())
+    clean.save(out)
 
 
 def _dataset(tf, faces: Faces, options: TrainOptions, training: bool):

@@ -1,0 +1,30 @@
+"""Evaluate the float and int8 models on the same faces: the numbers behind `quantize check`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from quantize import metrics
+from quantize.datasets import Faces
+from quantize.keras_io import Normalization
+from quantize.labels import EMOTIONS
+from quantize.runners import Int8Model, keras_latency_ms, keras_scores
+
+
+def compare(model, model_path: Path, int8: Int8Model, faces: Faces, norm: Normalization, latency: bool = True) -> dict:
+    """Accuracy of each model, the drop in points, their agreement, per-class metrics, sizes, latency."""
+    faces = faces.resized(int8.height, int8.width)
+    float_pred = keras_scores(model, faces.x, norm).argmax(axis=1)
+    int8_pred = int8.scores(faces.x).argmax(axis=1)
+    result: dict = {"n": len(faces), "data": faces.source, "labels": list(EMOTIONS)}
+    for name, pred, path in (("float", float_pred, model_path), ("int8", int8_pred, int8.path)):
+        result[name] = {"file": str(path), "size_bytes": path.stat().st_size, **metrics.summary(faces.y, pred)}
+    if latency:
+        result["float"]["latency_ms"] = keras_latency_ms(model, faces.x, norm)
+        result["int8"]["latency_ms"] = int8.latency_ms(faces.x)
+    result["drop_pts"] = (result["float"]["accuracy"] - result["int8"]["accuracy"]) * 100
+    result["agreement"] = float(np.mean(float_pred == int8_pred))
+    result["normalization"] = {"input_scale": norm.scale, "input_offset": norm.offset}
+    return result

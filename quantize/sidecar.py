@@ -1,0 +1,61 @@
+"""The JSON file beside every converted model: what a runtime needs to feed it and what it scored.
+
+Format 1 (edged reads it):
+{"format": 1, "model_id": str, "labels": [7 names], "input": {"height", "width", "dtype": "int8", "scale",
+ "zero_point", "pixels": "raw grayscale 0-255"}, "output": {"dtype", "scale", "zero_point"},
+ "normalization": {"input_scale", "input_offset"}, "source": {"file", "sha256"},
+ "calibration": {"data", "n"}, "accuracy": {...} | null, "created": ISO 8601, "tool": str}
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+from quantize import __version__
+from quantize.errors import ModelError
+from quantize.labels import EMOTIONS
+from quantize.runners import Int8Model
+
+FORMAT = 1
+
+
+def path_for(tflite: Path) -> Path:
+    return tflite.with_suffix(".json")
+
+
+def build(int8: Int8Model, source: Path, source_sha256: str, norm, calibration: dict, accuracy: dict | None) -> dict:
+    return {
+        "format": FORMAT,
+        "model_id": f"{int8.path.stem}-{source_sha256[:8]}",
+        "labels": list(EMOTIONS),
+        "input": {"height": int8.height, "width": int8.width, "dtype": "int8", "scale": float(int8.in_scale),
+                  "zero_point": int(int8.in_zero), "pixels": "raw grayscale 0-255"},
+        "output": {"dtype": "int8", "scale": float(int8.out_scale), "zero_point": int(int8.out_zero)},
+        "normalization": {"input_scale": norm.scale, "input_offset": norm.offset},
+        "source": {"file": source.name, "sha256": source_sha256},
+        "calibration": calibration,
+        "accuracy": accuracy,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "tool": f"quantize {__version__}",
+    }
+
+
+def read(tflite: Path) -> dict:
+    path = path_for(tflite)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelError(f"{path}: sidecar missing (quantize convert writes it beside the .tflite)") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{path}: unreadable sidecar ({exc})") from None
+    if data.get("format") != FORMAT:
+        raise ModelError(f"{path}: sidecar format {data.get('format')!r}, expected {FORMAT}")
+    return data
+
+
+def write(tflite: Path, data: dict) -> Path:
+    path = path_for(tflite)
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    return path

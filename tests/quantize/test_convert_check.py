@@ -1,0 +1,164 @@
+"""quantize convert and check end to end on real (small) Keras models, through the CLI."""
+
+import json
+
+import numpy as np
+import pytest
+from conftest import quantize
+
+pytestmark = pytest.mark.slow
+
+
+def int8_predictions(tflite, x: np.ndarray) -> np.ndarray:
+    """An independent int8 run: raw pixels minus 128, as the model's contract says."""
+    try:
+        from tflite_runtime.interpreter import Interpreter
+    except ImportError:
+        from ai_edge_litert.interpreter import Interpreter
+    interpreter = Interpreter(model_path=str(tflite))
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    assert inp["quantization"] == (1.0, -128)
+    interpreter.resize_tensor_input(inp["index"], [len(x), *inp["shape"][1:3], 1])
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(inp["index"], (x.astype(np.int16) - 128).astype(np.int8)[..., None])
+    interpreter.invoke()
+    return interpreter.get_tensor(out["index"]).argmax(axis=1)
+
+
+def public_pixels(tiny, size):
+    import cv2
+
+    from quantize.datasets import load_split
+
+    faces = load_split(tiny / "faces.csv", "PublicTest")
+    return np.stack([cv2.resize(img, (size, size), interpolation=cv2.INTER_LINEAR) for img in faces.x]), faces.y
+
+
+@pytest.fixture(scope="module")
+def converted48(tiny):
+    out = tiny / "small48.tflite"
+    quantize("convert", tiny / "small48.keras", "--data", tiny / "faces.csv", "--out", out, check=True)
+    return out
+
+
+def test_convert_writes_int8_model_and_sidecar(tiny, converted48):
+    meta = json.loads(converted48.with_suffix(".json").read_text())
+    assert meta["labels"] == ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+    assert (meta["input"]["height"], meta["input"]["width"]) == (48, 48)
+    assert meta["input"]["dtype"] == "int8" and meta["input"]["scale"] == 1.0 and meta["input"]["zero_point"] == -128
+    assert meta["source"]["file"] == "small48.keras" and len(meta["source"]["sha256"]) == 64
+    assert meta["normalization"] == {"input_scale": pytest.approx(1 / 255), "input_offset": 0.0}
+    assert meta["accuracy"]["split"] == "PublicTest" and meta["accuracy"]["n"] == 140
+    assert meta["calibration"]["n"] == 300
+
+
+def test_int8_agrees_with_keras(tiny, converted48):
+    x, y = public_pixels(tiny, 48)
+    float_pred = np.load(tiny / "small48.keras.pred.npy")
+    int8_pred = int8_predictions(converted48, x)
+    assert np.mean(float_pred == y) > 0.8, "the tiny model should learn the gratings"
+    assert np.mean(int8_pred == float_pred) >= 0.95
+
+
+def test_check_report_matches_an_independent_count(tiny, converted48, tmp_path):
+    result = quantize("check", "--keras", tiny / "small48.keras", "--tflite", converted48, "--data", tiny / "faces.csv",
+                      "--report", tmp_path, "--max-drop", "5")
+    assert result.returncode == 0, result.stderr
+    assert "agreement" in result.stdout and "PASS" in result.stdout
+    report = json.loads((tmp_path / "report.json").read_text())
+    x, y = public_pixels(tiny, 48)
+    float_pred = np.load(tiny / "small48.keras.pred.npy")
+    int8_pred = int8_predictions(converted48, x)
+    assert report["n"] == len(y) == 140
+    assert report["float"]["accuracy"] == pytest.approx(np.mean(float_pred == y))
+    assert report["int8"]["accuracy"] == pytest.approx(np.mean(int8_pred == y))
+    assert report["drop_pts"] == pytest.approx(100 * (np.mean(float_pred == y) - np.mean(int8_pred == y)))
+    assert report["agreement"] == pytest.approx(np.mean(float_pred == int8_pred))
+    confusion = np.array(report["int8"]["confusion"])
+    assert confusion.sum() == 140 and np.trace(confusion) == np.sum(int8_pred == y)
+    happy = report["int8"]["per_class"]["happy"]
+    assert happy["support"] == np.sum(y == 3)
+    assert happy["recall"] == pytest.approx(np.sum((int8_pred == 3) & (y == 3)) / np.sum(y == 3))
+    assert report["int8"]["latency_ms"] > 0 and report["int8"]["size_bytes"] == converted48.stat().st_size
+    for name in ("report.md", "confusion-float.png", "confusion-int8.png"):
+        assert (tmp_path / name).stat().st_size > 0
+
+
+def test_legacy_h5_64px_with_normalization_flags(tiny, tmp_path):
+    out = tmp_path / "small64.tflite"
+    quantize("convert", tiny / "small64.h5", "--data", tiny / "faces.csv", "--out", out,
+             "--input-scale", 2 / 255, "--input-offset", -1, check=True)
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert (meta["input"]["height"], meta["input"]["width"]) == (64, 64)
+    x, _ = public_pixels(tiny, 64)
+    agreement = np.mean(int8_predictions(out, x) == np.load(tiny / "small64.h5.pred.npy"))
+    assert agreement >= 0.95
+    # check reads the normalization from the sidecar by default.
+    result = quantize("check", "--keras", tiny / "small64.h5", "--tflite", out, "--data", tiny / "faces.csv",
+                      "--no-latency", "--report", tmp_path / "r")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "r" / "report.json").read_text())["agreement"] == pytest.approx(agreement)
+
+
+def test_wrong_normalization_is_caught_by_the_gate(tiny, tmp_path):
+    """Converting with the wrong flags folds the wrong normalization in; check (with the right flags) fails."""
+    out = tmp_path / "wrong.tflite"
+    quantize("convert", tiny / "small64.h5", "--data", tiny / "faces.csv", "--out", out, check=True)  # default 1/255
+    result = quantize("check", "--keras", tiny / "small64.h5", "--tflite", out, "--data", tiny / "faces.csv",
+                      "--input-scale", 2 / 255, "--input-offset", -1, "--no-latency")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "FAIL" in result.stdout
+
+
+def test_gate_exits_1_when_drop_exceeds_max(tiny, tmp_path):
+    # The int8 model of an untrained network checked against the trained float model: a drop of tens of points.
+    untrained = tmp_path / "untrained.tflite"
+    quantize("convert", tiny / "untrained.keras", "--data", tiny / "faces.csv", "--out", untrained, check=True)
+    result = quantize("check", "--keras", tiny / "small48.keras", "--tflite", untrained, "--data", tiny / "faces.csv",
+                      "--max-drop", "1.0", "--no-latency", "--report", tmp_path)
+    assert result.returncode == 1
+    assert "FAIL" in result.stdout and "different file" in result.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["drop_pts"] > 1.0 and report["passed"] is False
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--keras", "missing.keras"], "missing.keras: no such model file"),
+        (["--data", "missing.csv"], "missing.csv: no such file or directory"),
+        (["--split", "PrivateTest"], "no rows with Usage 'PrivateTest'"),
+        (["--max-drop", "-1"], "--max-drop must be >= 0"),
+    ],
+)
+def test_check_bad_input_exits_2(tiny, converted48, args, message):
+    base = {"--keras": tiny / "small48.keras", "--tflite": converted48, "--data": tiny / "faces.csv"}
+    flags = [str(v) for kv in base.items() for v in kv]
+    result = quantize("check", *flags, *args, "--no-latency")
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_convert_rejects_non_model_file(tiny, tmp_path):
+    bogus = tmp_path / "bogus.keras"
+    bogus.write_text("not a model")
+    result = quantize("convert", bogus, "--data", tiny / "faces.csv", "--out", tmp_path / "x.tflite")
+    assert result.returncode == 2
+    assert "bogus.keras: cannot load Keras model" in result.stderr
+
+
+def test_check_without_sidecar_asks_for_flags(tiny, converted48, tmp_path):
+    lone = tmp_path / "lone.tflite"
+    lone.write_bytes(converted48.read_bytes())
+    result = quantize("check", "--keras", tiny / "small48.keras", "--tflite", lone, "--data", tiny / "faces.csv")
+    assert result.returncode == 2
+    assert "lone.json: sidecar missing" in result.stderr and "--input-scale" in result.stderr
+
+
+def test_train_cli_writes_model_and_history(tiny, tmp_path):
+    out = tmp_path / "edge.keras"
+    result = quantize("train", "--data", tiny / "faces.csv", "--out", out, "--epochs", "2", "--batch-size", "64")
+    assert result.returncode == 0, result.stderr
+    history = json.loads(out.with_suffix(".history.json").read_text())
+    assert history["epochs_run"] == 2 and history["parameters"] > 100_000
+    assert out.stat().st_size < 3 * 1024 * 1024, "saved without optimizer state"
