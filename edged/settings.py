@@ -387,5 +387,16 @@ def render_env_file() -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_markdown_table() -> str:
+    """The README's configuration table: every variable, its default and its description."""
+    lines = ["| Variable | Default | Meaning |", "|---|---|---|"]
+    for section, name, field in _fields():
+        default = "(computed)" if field.default_factory is not None else _format(field.default) or "(unset)"
+        lines.append(f"| `{env_name(section, name)}` | `{default}` | {field.description} |")
+    return "\n".join(lines) + "\n"
+
+
 if __name__ == "__main__":
-    print(render_env_file(), end="")
+    import sys
+
+    print(render_markdown_table() if "--markdown" in sys.argv else render_env_file(), end="")
