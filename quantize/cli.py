@@ -57,6 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--train-split", default="Training", help="split to fit (default Training)")
     p.add_argument("--val-split", default="PublicTest", help="split to validate on (default PublicTest)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--init", type=Path, metavar="MODEL",
+                   help="start from this model's weights (same --arch and --size): a second, warm-restarted cycle")
     p.set_defaults(run=_train)
 
     p = sub.add_parser("convert", help="convert a Keras model to a full-int8 .tflite that takes raw pixels",
@@ -109,7 +111,7 @@ def _train(args) -> int:
     options = TrainOptions(
         architecture=args.arch, size=args.size, epochs=args.epochs, batch_size=args.batch_size,
         learning_rate=args.learning_rate, patience=args.patience, augment=args.augment, seed=args.seed,
-        time_budget_s=args.time_budget * 60 if args.time_budget else None,
+        time_budget_s=args.time_budget * 60 if args.time_budget else None, init=str(args.init) if args.init else None,
     )
     summary = train(args.data, args.out, options, args.train_split, args.val_split)
     print(f"{args.out}: {summary['parameters']:,} parameters, best PublicTest accuracy "

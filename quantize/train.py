@@ -13,6 +13,7 @@ import numpy as np
 
 from quantize import architectures
 from quantize.datasets import Faces, load_split
+from quantize.errors import ModelError
 from quantize.labels import EMOTIONS
 from quantize.tfenv import tensorflow
 
@@ -31,6 +32,7 @@ class TrainOptions:
     augment: bool = True
     seed: int = 0
     time_budget_s: float | None = None
+    init: str | None = None  # a .keras file of the same architecture to start from (a second cosine cycle)
 
 
 def train(data: Path, out: Path, options: TrainOptions, train_split: str = "Training", val_split: str = "PublicTest") -> dict:
@@ -44,6 +46,8 @@ def train(data: Path, out: Path, options: TrainOptions, train_split: str = "Trai
     logger.info("training on %d faces, validating on %d", len(train_faces), len(val_faces))
 
     model = architectures.build(options.architecture, options.size, options.size, len(EMOTIONS))
+    if options.init:
+        _load_weights(model, Path(options.init))
     steps = int(np.ceil(len(train_faces) / options.batch_size))
     schedule = keras.optimizers.schedules.CosineDecay(
         options.learning_rate / 10, decay_steps=steps * options.epochs, warmup_target=options.learning_rate, warmup_steps=steps
@@ -83,6 +87,17 @@ def train(data: Path, out: Path, options: TrainOptions, train_split: str = "Trai
     }
     out.with_suffix(".history.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _load_weights(model, path: Path) -> None:
+    from quantize.keras_io import load_keras
+
+    source = load_keras(path)
+    try:
+        model.set_weights(source.get_weights())
+    except ValueError as exc:
+        raise ModelError(f"{path}: weights do not fit the {model.name} architecture ({exc})") from None
+    logger.info("starting from the weights of %s", path)
 
 
 def _save_without_optimizer(model, options: TrainOptions, out: Path) -> None:

@@ -162,3 +162,9 @@ def test_train_cli_writes_model_and_history(tiny, tmp_path):
     history = json.loads(out.with_suffix(".history.json").read_text())
     assert history["epochs_run"] == 2 and history["parameters"] > 100_000
     assert out.stat().st_size < 3 * 1024 * 1024, "saved without optimizer state"
+
+
+def test_train_init_from_a_model_of_another_architecture_is_refused(tiny, tmp_path):
+    result = quantize("train", "--data", tiny / "faces.csv", "--out", tmp_path / "x.keras", "--init", tiny / "small48.keras")
+    assert result.returncode == 2
+    assert "small48.keras: weights do not fit the edge architecture" in result.stderr
