@@ -38,13 +38,14 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=2000)
+    parser.add_argument("--runtime", default="auto", choices=("auto", "ai-edge-litert", "tflite-runtime"))
     args = parser.parse_args()
     gray = cv2.imread(str(PHOTO), cv2.IMREAD_GRAYSCALE)
     for faces in (1, 8):
-        classifier = EmotionClassifier(args.model, threads=args.threads, batch=faces)
+        classifier = EmotionClassifier(args.model, threads=args.threads, batch=faces, runtime=args.runtime)
         times = sorted(per_face_ms(classifier, gray, faces, args.repeats // faces))
         p95 = times[int(0.95 * (len(times) - 1))]
-        print(f"{args.model.name}: {faces} face(s) per invoke, {args.threads} thread(s): "
+        print(f"{args.model.name} on {args.runtime}: {faces} face(s) per invoke, {args.threads} thread(s): "
               f"median {statistics.median(times):.3f} ms/face, p95 {p95:.3f} ms/face")
 
 

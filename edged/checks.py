@@ -51,7 +51,7 @@ def _cascade(settings: Settings) -> str:
 def _model(settings: Settings) -> str:
     from edged.classifier import EmotionClassifier
 
-    model = EmotionClassifier(settings.model.path, settings.model.threads, settings.model.batch)
+    model = EmotionClassifier.from_settings(settings.model)
     height, width = model.input_size
     return f"{model.path} ({model.model_id}, {width}x{height}, {len(model.labels)} emotions)"
 

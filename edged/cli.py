@@ -157,7 +157,7 @@ def _detect(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     detector = HaarDetector(settings.detector)
-    classifier = EmotionClassifier(settings.model.path, settings.model.threads, settings.model.batch)
+    classifier = EmotionClassifier.from_settings(settings.model)
     status = EXIT_OK
     for image in args.images:
         gray = cv2.imread(str(image), cv2.IMREAD_GRAYSCALE) if image.is_file() else None

@@ -145,7 +145,7 @@ class Pipeline:
 def build(settings: Settings, make_publisher: Callable[[str], Publisher], stop: threading.Event) -> Pipeline:
     """Load the cascade and model, open the camera, then the publisher (`make_publisher(model_id)`)."""
     detector = HaarDetector(settings.detector)
-    classifier = EmotionClassifier(settings.model.path, settings.model.threads, settings.model.batch)
+    classifier = EmotionClassifier.from_settings(settings.model)
     tracker = Tracker(settings.tracker)
     camera = settings.camera
     is_file = source_kind(camera.source) == "file"

@@ -88,3 +88,13 @@ def test_not_a_model_is_a_model_error(tmp_path):
     shutil.copy(require_model().with_suffix(".json"), model.with_suffix(".json"))
     with pytest.raises(ModelError, match=r"m\.tflite"):
         EmotionClassifier(model)
+
+
+@pytest.mark.parametrize("runtime", ["ai-edge-litert", "tflite-runtime"])
+def test_each_runtime_gives_the_same_scores(classifier, runtime):
+    pytest.importorskip(runtime.replace("-", "_"), reason=f"{runtime} is not installed")
+    other = EmotionClassifier(require_model(), threads=1, batch=4, runtime=runtime)
+    gray, boxes = _face(GRACE_HOPPER)
+    ours, theirs = classifier.classify(gray, boxes), other.classify(gray, boxes)
+    for a, b in zip(ours, theirs, strict=True):
+        assert a == pytest.approx(b, abs=1 / 256 + 1e-6)  # one int8 output step at most

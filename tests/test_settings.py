@@ -70,6 +70,7 @@ VALUES = {
     "EDGED_MODEL__PATH": ("/opt/m.tflite", Path("/opt/m.tflite")),
     "EDGED_MODEL__THREADS": ("4", 4),
     "EDGED_MODEL__BATCH": ("16", 16),
+    "EDGED_MODEL__RUNTIME": ("tflite-runtime", "tflite-runtime"),
     "EDGED_TRACKER__IOU_THRESHOLD": ("0.5", 0.5),
     "EDGED_TRACKER__MAX_MISSING_S": ("2.5", 2.5),
     "EDGED_TRACKER__SMOOTHING": ("1", 1.0),
