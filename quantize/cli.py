@@ -59,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--init", type=Path, metavar="MODEL",
                    help="start from this model's weights (same --arch and --size): a second, warm-restarted cycle")
+    p.add_argument("--ema", type=float, default=None, metavar="MOMENTUM",
+                   help="validate and keep an exponential moving average of the weights (e.g. 0.998)")
     p.set_defaults(run=_train)
 
     p = sub.add_parser("convert", help="convert a Keras model to a full-int8 .tflite that takes raw pixels",
@@ -112,6 +114,7 @@ def _train(args) -> int:
         architecture=args.arch, size=args.size, epochs=args.epochs, batch_size=args.batch_size,
         learning_rate=args.learning_rate, patience=args.patience, augment=args.augment, seed=args.seed,
         time_budget_s=args.time_budget * 60 if args.time_budget else None, init=str(args.init) if args.init else None,
+        ema=args.ema,
     )
     summary = train(args.data, args.out, options, args.train_split, args.val_split)
     print(f"{args.out}: {summary['parameters']:,} parameters, best PublicTest accuracy "

@@ -33,6 +33,7 @@ class TrainOptions:
     seed: int = 0
     time_budget_s: float | None = None
     init: str | None = None  # a .keras file of the same architecture to start from (a second cosine cycle)
+    ema: float | None = None  # momentum of an exponential moving average of the weights, e.g. 0.998
 
 
 def train(data: Path, out: Path, options: TrainOptions, train_split: str = "Training", val_split: str = "PublicTest") -> dict:
@@ -53,14 +54,19 @@ def train(data: Path, out: Path, options: TrainOptions, train_split: str = "Trai
         options.learning_rate / 10, decay_steps=steps * options.epochs, warmup_target=options.learning_rate, warmup_steps=steps
     )
     model.compile(
-        optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4),
+        optimizer=keras.optimizers.AdamW(
+            schedule, weight_decay=1e-4, use_ema=options.ema is not None, ema_momentum=options.ema or 0.99
+        ),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=options.label_smoothing),
         metrics=["accuracy"],
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    callbacks = [
-        keras.callbacks.EarlyStopping("val_accuracy", patience=options.patience, restore_best_weights=True, mode="max"),
-        keras.callbacks.ModelCheckpoint(str(out), monitor="val_accuracy", save_best_only=True, mode="max"),
+    # With EMA, the averaged weights are swapped in for validation and checkpoints (it must come first).
+    callbacks = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if options.ema else []
+    checkpoint = out.with_suffix(".best.keras")
+    callbacks += [
+        keras.callbacks.EarlyStopping("val_accuracy", patience=options.patience, mode="max"),
+        keras.callbacks.ModelCheckpoint(str(checkpoint), monitor="val_accuracy", save_best_only=True, mode="max"),
     ]
     if options.time_budget_s:
         callbacks.append(_TimeBudget(options.time_budget_s))
@@ -72,7 +78,10 @@ def train(data: Path, out: Path, options: TrainOptions, train_split: str = "Trai
         callbacks=callbacks,
         verbose=1 if sys.stdout.isatty() else 2,
     )
+    # The best epoch's weights, as validated (EMA ones when EMA is on), from the checkpoint.
+    model.load_weights(checkpoint)
     _save_without_optimizer(model, options, out)
+    checkpoint.unlink()
     val_acc = history.history["val_accuracy"]
     best = int(np.argmax(val_acc))
     summary = {
