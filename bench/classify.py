@@ -1,4 +1,5 @@
-"""Per-face int8 classification time, the daemon's own code path (crop, resize, quantize, invoke).
+"""Per-face int8 classification time: the interpreter's invoke alone, and the daemon's whole code path
+(crop, resize, quantize, invoke, dequantize) through edged.classifier.
 
     .venv/bin/python bench/classify.py [--model models/emotions-int8.tflite] [--threads 1] [--repeats 2000]
 
@@ -15,8 +16,9 @@ import time
 from pathlib import Path
 
 import cv2
+import numpy as np
 
-from edged.classifier import DEFAULT_MODEL, EmotionClassifier
+from edged.classifier import DEFAULT_MODEL, EmotionClassifier, interpreter_class
 
 PHOTO = Path(__file__).resolve().parent.parent / "tests" / "data" / "astronaut.jpg"
 FACE = (170, 20, 120, 120)  # the astronaut's face, (x, y, w, h) in the photo
@@ -33,6 +35,26 @@ def per_face_ms(classifier: EmotionClassifier, gray, faces: int, repeats: int) -
     return times
 
 
+def invoke_ms(model: Path, runtime: str, threads: int, repeats: int) -> list[float]:
+    interpreter = interpreter_class(runtime)(model_path=str(model), num_threads=threads)
+    interpreter.allocate_tensors()
+    inp = interpreter.get_input_details()[0]
+    interpreter.set_tensor(inp["index"], np.zeros(inp["shape"], dtype=np.int8))
+    interpreter.invoke()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        interpreter.invoke()
+        times.append((time.perf_counter() - started) * 1e3)
+    return times
+
+
+def report(label: str, times: list[float]) -> None:
+    times = sorted(times)
+    p95 = times[int(0.95 * (len(times) - 1))]
+    print(f"{label}: median {statistics.median(times):.3f} ms/face, p95 {p95:.3f} ms/face")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
@@ -41,12 +63,12 @@ def main() -> None:
     parser.add_argument("--runtime", default="auto", choices=("auto", "ai-edge-litert", "tflite-runtime"))
     args = parser.parse_args()
     gray = cv2.imread(str(PHOTO), cv2.IMREAD_GRAYSCALE)
+    where = f"{args.model.name} on {args.runtime}, {args.threads} thread(s)"
+    report(f"{where}, invoke only", invoke_ms(args.model, args.runtime, args.threads, args.repeats))
     for faces in (1, 8):
         classifier = EmotionClassifier(args.model, threads=args.threads, batch=faces, runtime=args.runtime)
-        times = sorted(per_face_ms(classifier, gray, faces, args.repeats // faces))
-        p95 = times[int(0.95 * (len(times) - 1))]
-        print(f"{args.model.name} on {args.runtime}: {faces} face(s) per invoke, {args.threads} thread(s): "
-              f"median {statistics.median(times):.3f} ms/face, p95 {p95:.3f} ms/face")
+        times = per_face_ms(classifier, gray, faces, args.repeats // faces)
+        report(f"{where}, classify() with {faces} face(s) per invoke", times)
 
 
 if __name__ == "__main__":

@@ -6,9 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mosquitto import Mosquitto
-
-USERS = {"edged": "s3cret-pass", "watcher": "watch-pass"}
+from mosquitto import USERS, Mosquitto
 
 
 @pytest.fixture

@@ -20,6 +20,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 T = TypeVar("T")
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
+# The accounts of the password-protected test broker (`auth_broker` fixture).
+USERS = {"edged": "s3cret-pass", "watcher": "watch-pass"}
+
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -9,9 +9,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import USERS
 from media import ASTRONAUT, COFFEE, ROOT, SAMPLE_CLIP, require_model
-from mosquitto import Subscriber
+from mosquitto import USERS, Subscriber
 
 from edged.cli import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, main
 

@@ -9,8 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import USERS
-from mosquitto import Subscriber, free_port, wait_until
+from mosquitto import USERS, Subscriber, free_port, wait_until
 from pydantic import SecretStr
 
 from edged import __version__

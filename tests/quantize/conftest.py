@@ -6,15 +6,6 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).parent
-sys.path.insert(0, str(HERE))
-
-
-def quantize(*args: str, check: bool = False) -> subprocess.CompletedProcess:
-    """Run the quantize CLI in its own process, as a user or a CI job would."""
-    result = subprocess.run([sys.executable, "-m", "quantize", *map(str, args)], capture_output=True, text=True, timeout=600)
-    if check and result.returncode != 0:
-        raise AssertionError(f"quantize {' '.join(map(str, args))} exited {result.returncode}:\n{result.stderr}")
-    return result
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import quantize
+from runcli import quantize
 
 pytestmark = pytest.mark.slow
 
