@@ -1,6 +1,8 @@
 """quantize convert and check end to end on real (small) Keras models, through the CLI."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -168,3 +170,13 @@ def test_train_init_from_a_model_of_another_architecture_is_refused(tiny, tmp_pa
     result = quantize("train", "--data", tiny / "faces.csv", "--out", tmp_path / "x.keras", "--init", tiny / "small48.keras")
     assert result.returncode == 2
     assert "small48.keras: weights do not fit the edge architecture" in result.stderr
+
+
+def test_architectures_have_their_documented_sizes():
+    code = ("from quantize.architectures import build; "
+            "print(build('seed').count_params(), build('edge').count_params(), build('edge', 64, 64).output_shape)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    seed, edge, *_ = result.stdout.split()
+    assert 3_250_000 < int(seed) < 3_350_000  # the reference paper's 3.3M
+    assert int(edge) < 400_000  # int8 file under 500 KB
+    assert result.stdout.strip().endswith("(None, 7)")
