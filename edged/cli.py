@@ -59,6 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     except EdgedError as exc:
         print(f"edged: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except ModuleNotFoundError as exc:
+        if exc.name != "cv2":
+            raise
+        print("edged: configuration error: OpenCV is not installed: pip install 'edged[opencv]', or on a Jetson "
+              "use JetPack's python3-opencv from a venv made with --system-site-packages", file=sys.stderr)
+        return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130
 
@@ -117,12 +123,14 @@ def _run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if not args.verbose:  # the daemon logs at EDGED_LOG_LEVEL; the other commands stay quiet
         logging.getLogger().setLevel(settings.log_level)
+    from edged.notify import Notifier
     from edged.pipeline import build
     from edged.publisher import MqttPublisher
 
     stop = _stop_on_signals()
+    notifier = Notifier.from_env()  # systemd's NOTIFY_SOCKET and WATCHDOG_USEC; a no-op elsewhere
     pipeline = build(settings, lambda model_id: MqttPublisher(settings.mqtt, settings.device_id, settings.mqtt_password,
-                                                              model_id, __version__), stop)
+                                                              model_id, __version__), stop, notifier)
     logger.info("edged %s running as %s", __version__, settings.device_id)
     final = pipeline.run()
     logger.info("stopped after %d frames: %s", final["frames"], json.dumps(final))
