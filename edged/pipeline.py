@@ -2,7 +2,9 @@
 
 One processing loop on the calling thread, one capture thread, and whatever thread the publisher runs
 (paho's network loop). Per-frame figures go into rolling stats published every `stats_interval_s`,
-never into the log.
+never into the log. Under systemd the loop also reports to the service manager (`edged.notify`): READY once
+running, WATCHDOG only after processing a frame (a camera that stops delivering gets the service restarted by
+`WatchdogSec=`), a one-line STATUS every `status_interval_s`, STOPPING on the way out.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from edged.camera.queue import FrameQueue
 from edged.classifier import EmotionClassifier
 from edged.detector import FaceDetector, HaarDetector
 from edged.faces import Detection, Frame
+from edged.notify import Notifier
 from edged.stats import Rate, Rolling
 from edged.tracker import Tracker
 
@@ -40,10 +43,13 @@ class Pipeline:
 
     def __init__(self, source: FrameSource, detector: FaceDetector, classifier: EmotionClassifier, tracker: Tracker,
                  publisher: Publisher, stop: threading.Event, *, queue_size: int = 2, lossless: bool = False,
-                 paced: bool = False, backoff_max_s: float = 30.0, stats_interval_s: float = 10.0) -> None:
+                 paced: bool = False, backoff_max_s: float = 30.0, stats_interval_s: float = 10.0,
+                 notifier: Notifier | None = None, status_interval_s: float = 5.0) -> None:
         self.source, self.detector, self.classifier = source, detector, classifier
         self.tracker, self.publisher, self.stop = tracker, publisher, stop
         self.stats_interval_s = stats_interval_s
+        self.notifier = notifier or Notifier()
+        self.status_interval_s = status_interval_s
         self.queue = FrameQueue(queue_size)
         self._capture_stop = threading.Event()  # the caller's `stop` stays theirs; this one ends our thread
         self.capture = Capture(source, self.queue, self._capture_stop, lossless=lossless, paced=paced,
@@ -62,7 +68,11 @@ class Pipeline:
         try:
             self.publisher.start()
             self.capture.start()
+            self.notifier.ready(self.status_line())
             next_stats = self._started + self.stats_interval_s
+            next_status = self._started + self.status_interval_s
+            watchdog_s = self.notifier.watchdog_interval_s
+            next_watchdog = self._started  # the first processed frame pings at once
             while not self.stop.is_set():
                 frame = self.queue.get(timeout=0.2)
                 if frame is not None:
@@ -70,9 +80,15 @@ class Pipeline:
                 elif self.queue.finished:
                     break
                 now = time.monotonic()
+                if frame is not None and watchdog_s is not None and now >= next_watchdog:
+                    self.notifier.watchdog()
+                    next_watchdog = now + watchdog_s
                 if now >= next_stats:
                     self.publisher.stats(self.stats())
                     next_stats = now + self.stats_interval_s
+                if now >= next_status:
+                    self.notifier.status(self.status_line())
+                    next_status = now + self.status_interval_s
             if self.capture.error is not None:
                 raise self.capture.error
             if not self.stop.is_set():  # the file ended: say goodbye to every face still in view
@@ -124,7 +140,15 @@ class Pipeline:
             "uptime_s": round(time.monotonic() - self._started, 1),
         }
 
+    def status_line(self) -> str:
+        """One line for systemd's STATUS=: fps, faces in view, broker state."""
+        faces = len(self.tracker.tracks)
+        broker = "connected" if self.publisher.connected else "disconnected"
+        return (f"{self.rate.per_second():.1f} fps, {faces} face{'' if faces == 1 else 's'} in view, "
+                f"broker {broker}, {self.frames} frames")
+
     def _shutdown(self) -> None:
+        self.notifier.stopping(f"stopping after {self.frames} frames")
         self._capture_stop.set()
         self.queue.close()  # wakes a capture thread waiting for room
         self.capture.join(timeout=5.0)
@@ -142,7 +166,8 @@ class Pipeline:
             logger.exception("closing the publisher failed")
 
 
-def build(settings: Settings, make_publisher: Callable[[str], Publisher], stop: threading.Event) -> Pipeline:
+def build(settings: Settings, make_publisher: Callable[[str], Publisher], stop: threading.Event,
+          notifier: Notifier | None = None) -> Pipeline:
     """Load the cascade and model, open the camera, then the publisher (`make_publisher(model_id)`)."""
     detector = HaarDetector(settings.detector)
     classifier = EmotionClassifier.from_settings(settings.model)
@@ -157,4 +182,5 @@ def build(settings: Settings, make_publisher: Callable[[str], Publisher], stop: 
         raise
     return Pipeline(source, detector, classifier, tracker, publisher, stop, queue_size=camera.queue_size,
                     lossless=is_file and not camera.realtime, paced=is_file and camera.realtime,
-                    backoff_max_s=camera.reopen_backoff_max_s, stats_interval_s=settings.mqtt.stats_interval_s)
+                    backoff_max_s=camera.reopen_backoff_max_s, stats_interval_s=settings.mqtt.stats_interval_s,
+                    notifier=notifier)
