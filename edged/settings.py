@@ -216,7 +216,10 @@ class _CredentialsSource(SecretsSettingsSource):
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         if field_name not in SECRET_FIELDS:
             return None, field_name, False
-        return super().get_field_value(field, field_name)
+        value, key, complex_ = super().get_field_value(field, field_name)
+        # An empty file means unset, like an empty variable: the installer leaves one for LoadCredential=,
+        # which fails the service (243/CREDENTIALS) when its source file is missing.
+        return (None if value == "" else value), key, complex_
 
 
 class Settings(BaseSettings):

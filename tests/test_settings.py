@@ -183,6 +183,12 @@ def test_password_from_credentials_directory(tmp_path):
     assert load_settings(env).mqtt_password.get_secret_value() == "from-env"
 
 
+def test_an_empty_credential_file_means_no_password(tmp_path):
+    # the installer leaves an empty /etc/edged/mqtt_password so that LoadCredential= finds its source
+    (tmp_path / "mqtt_password").write_text("\n")
+    assert load_settings({"CREDENTIALS_DIRECTORY": str(tmp_path)}).mqtt_password is None
+
+
 def test_describe_masks_secrets_and_covers_every_variable():
     s = load_settings({"EDGED_MQTT__USERNAME": "edged", "EDGED_MQTT_PASSWORD": "hunter2", "EDGED_MQTT__PORT": "1884"})
     rows = describe(s)
