@@ -1,10 +1,13 @@
-"""The systemd unit: `systemd-analyze verify` is clean and `systemd-analyze security` exposure stays <= 2.0."""
+"""The systemd unit (`systemd-analyze verify` clean, exposure <= 2.0) and the install script run into a temporary root."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import stat
 import subprocess
+from pathlib import Path
 
 import pytest
 from media import ROOT
@@ -65,3 +68,46 @@ def test_exposure_is_at_most_2(tmp_path):
     match = re.search(r"Overall exposure level for edged\.service: (\d+\.\d+)", result.stdout)
     assert match, result.stdout + result.stderr
     assert float(match.group(1)) <= MAX_EXPOSURE, result.stdout
+
+
+def _script(name: str, destdir: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("EDGED_", "DESTDIR"))}
+    env = {**clean, "DESTDIR": str(destdir), "EDGED_PLATFORM": "generic", "EDGED_INSTALL_NO_PIP": "1",
+           "EDGED_INSTALL_NO_SYSTEMCTL": "1", **env}
+    return subprocess.run(["bash", str(ROOT / "systemd" / name), *args], env=env, capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_install_into_a_root_writes_the_unit_and_config_and_keeps_an_edited_env_file(tmp_path):
+    root = tmp_path / "root"
+    first = _script("install.sh", root)
+    assert first.returncode == 0, first.stderr
+    unit, env, password = (root / "etc/systemd/system/edged.service", root / "etc/edged/edged.env",
+                           root / "etc/edged/mqtt_password")
+    assert unit.read_text() == UNIT.read_text()
+    assert env.read_text() == (ROOT / "systemd" / "edged.env.example").read_text()
+    assert (root / "etc/edged/edged.env.example").read_text() == env.read_text()
+    assert password.read_text() == "" and stat.S_IMODE(password.stat().st_mode) == 0o600  # empty: no password
+    assert stat.S_IMODE(env.stat().st_mode) == 0o600  # may hold EDGED_MQTT_PASSWORD where systemd < 247
+    if (ROOT / "models" / "emotions-int8.tflite").is_file():
+        assert (root / "opt/edged/models/emotions-int8.tflite").is_file()
+
+    env.write_text("EDGED_CAMERA__SOURCE=picamera2\n")
+    password.write_text("s3cret\n")
+    again = _script("install.sh", root)
+    assert again.returncode == 0, again.stderr
+    assert env.read_text() == "EDGED_CAMERA__SOURCE=picamera2\n" and password.read_text() == "s3cret\n"
+    assert "keeping" in again.stdout
+
+    kept = _script("uninstall.sh", root)
+    assert kept.returncode == 0, kept.stderr
+    assert not unit.exists() and not (root / "opt/edged").exists() and env.exists()
+    purged = _script("uninstall.sh", root, "--purge")
+    assert purged.returncode == 0 and not (root / "etc/edged").exists()
+
+
+def test_install_points_the_unit_at_another_prefix(tmp_path):
+    result = _script("install.sh", tmp_path, EDGED_PREFIX="/srv/edged")
+    assert result.returncode == 0, result.stderr
+    unit = (tmp_path / "etc/systemd/system/edged.service").read_text()
+    assert "ExecStart=/srv/edged/bin/edged run" in unit and "/opt/edged" not in unit
