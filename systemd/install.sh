@@ -5,12 +5,14 @@
 #   JetPack's OpenCV with GStreamer), edged installed into it, the model in /opt/edged/models;
 # - /etc/systemd/system/edged.service; /etc/edged/edged.env from the example, never overwriting an existing
 #   one (the current example is always written beside it as edged.env.example); an empty
-#   /etc/edged/mqtt_password (mode 0600) for LoadCredential= when none exists;
+#   /etc/edged/mqtt_password (mode 0600) for LoadCredential= when none exists; on a Jetson, a drop-in
+#   edged.service.d/jetson.conf allowing its Tegra devices (/dev/nvmap, /dev/nvhost-*...);
 # - `edged check`, then enable and (re)start the service. Idempotent: run it again to upgrade.
 #
 # Environment: DESTDIR (install under this root; implies no check and no start), EDGED_PREFIX (/opt/edged),
 # EDGED_PLATFORM (pi, jetson or generic; detected), EDGED_EXTRAS (pip extras; opencv except on a Jetson),
-# PYTHON (python3), EDGED_INSTALL_NO_PIP=1 (no venv, no pip: files only), EDGED_INSTALL_NO_SYSTEMCTL=1.
+# PYTHON (python3), EDGED_INSTALL_NO_PIP=1 (no venv, no pip: files only), EDGED_INSTALL_NO_SYSTEMCTL=1,
+# EDGED_DEV (/dev: where a Jetson's Tegra device nodes are looked for).
 # Exit status: 0 installed, 1 installed but `edged check` failed (fix /etc/edged/edged.env), 2 usage or error.
 set -euo pipefail
 
@@ -69,6 +71,20 @@ install -d -m 0755 "$unit_dir"
 sed "s|/opt/edged/|$prefix/|g" "$src/systemd/edged.service" > "$unit_dir/edged.service.tmp"
 chmod 0644 "$unit_dir/edged.service.tmp"
 mv "$unit_dir/edged.service.tmp" "$unit_dir/edged.service"
+# Jetson: nvvidconv and NVMM buffers need the Tegra devices, which have no device class of their own; allow the
+# nodes this board has by path, in a drop-in (DeviceAllow= takes no globs, so they are expanded here).
+if [ "$platform" = jetson ]; then
+  dropin="$unit_dir/edged.service.d"
+  lines=""
+  for node in "${EDGED_DEV:-/dev}"/nvmap "${EDGED_DEV:-/dev}"/nvhost-* "${EDGED_DEV:-/dev}"/nvgpu/*/* "${EDGED_DEV:-/dev}"/host1x-fence; do
+    if [ -e "$node" ]; then lines+="DeviceAllow=/dev/${node#"${EDGED_DEV:-/dev}"/} rw"$'\n'; fi
+  done
+  if [ -n "$lines" ]; then
+    install -d -m 0755 "$dropin"
+    printf '# Written by systemd/install.sh: the Tegra devices of this Jetson.\n[Service]\n%s' "$lines" > "$dropin/jetson.conf"
+    chmod 0644 "$dropin/jetson.conf"
+  fi
+fi
 install -d -m 0755 "$etc"
 install -m 0644 "$src/systemd/edged.env.example" "$etc/edged.env.example"
 if [ -e "$etc/edged.env" ]; then

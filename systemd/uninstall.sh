@@ -21,7 +21,8 @@ esac
 if [ "$no_systemctl" != 1 ] && systemctl cat edged.service >/dev/null 2>&1; then
   systemctl disable --now edged.service
 fi
-rm -f "$destdir/etc/systemd/system/edged.service"
+rm -f "$destdir/etc/systemd/system/edged.service" "$destdir/etc/systemd/system/edged.service.d/jetson.conf"
+rmdir "$destdir/etc/systemd/system/edged.service.d" 2>/dev/null || true  # kept if `systemctl edit` left an override
 [ "$no_systemctl" = 1 ] || systemctl daemon-reload
 case "$prefix" in /?*/?*) rm -rf "$destdir$prefix" ;; *) echo "uninstall: refusing to remove $prefix" >&2; exit 2 ;; esac
 if [ "$purge" = 1 ]; then

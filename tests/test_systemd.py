@@ -111,3 +111,18 @@ def test_install_points_the_unit_at_another_prefix(tmp_path):
     assert result.returncode == 0, result.stderr
     unit = (tmp_path / "etc/systemd/system/edged.service").read_text()
     assert "ExecStart=/srv/edged/bin/edged run" in unit and "/opt/edged" not in unit
+
+
+def test_install_on_a_jetson_allows_its_tegra_devices_by_path(tmp_path):
+    dev = tmp_path / "dev"
+    (dev / "nvgpu" / "igpu0").mkdir(parents=True)
+    for node in ("nvmap", "nvhost-ctrl", "nvhost-vic", "nvgpu/igpu0/ctrl"):
+        (dev / node).touch()
+    root = tmp_path / "root"
+    result = _script("install.sh", root, EDGED_PLATFORM="jetson", EDGED_DEV=str(dev))
+    assert result.returncode == 0, result.stderr
+    dropin = (root / "etc/systemd/system/edged.service.d/jetson.conf").read_text().splitlines()
+    assert dropin[1:] == ["[Service]", "DeviceAllow=/dev/nvmap rw", "DeviceAllow=/dev/nvhost-ctrl rw",
+                          "DeviceAllow=/dev/nvhost-vic rw", "DeviceAllow=/dev/nvgpu/igpu0/ctrl rw"]
+    assert _script("uninstall.sh", root).returncode == 0
+    assert not (root / "etc/systemd/system/edged.service.d").exists()
