@@ -50,10 +50,12 @@ say "platform $platform, prefix $destdir$prefix, extras '${extras}'"
 
 # The venv and the package.
 if [ "$no_pip" != 1 ]; then
+  "$python" -c "import sys; sys.exit(sys.version_info < (3, 11))" 2>/dev/null \
+    || die "edged needs Python 3.11 or newer; $python is older: install one and run again with PYTHON=python3.11"
   if [ ! -x "$destdir$prefix/bin/python" ]; then
     "$python" -m venv "${venv_flags[@]}" "$destdir$prefix"
   fi
-  "$destdir$prefix/bin/python" -m pip install -q --upgrade pip
+  "$destdir$prefix/bin/python" -m pip install -q --upgrade pip || say "note: could not upgrade pip; going on"
   "$destdir$prefix/bin/python" -m pip install -q --upgrade "$src${extras:+[$extras]}"
   if [ "$platform" = pi ] && ! "$destdir$prefix/bin/python" -c "import picamera2" 2>/dev/null; then
     say "note: picamera2 is missing; for the Pi camera: sudo apt install python3-picamera2"
