@@ -43,15 +43,16 @@ def build(int8: Int8Model, source: Path, source_sha256: str, norm, calibration: 
 
 
 def read(tflite: Path) -> dict:
-    path = path_for(tflite)
+    """The sidecar, read by the daemon's own reader so both sides agree on what a valid one is."""
+    from edged.classifier import read_sidecar
+    from edged.errors import ModelError as DaemonModelError
+
     try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ModelError(f"{path}: sidecar missing (quantize convert writes it beside the .tflite)") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{path}: unreadable sidecar ({exc})") from None
+        data = read_sidecar(tflite)
+    except DaemonModelError as exc:
+        raise ModelError(str(exc)) from None
     if data.get("format") != FORMAT:
-        raise ModelError(f"{path}: sidecar format {data.get('format')!r}, expected {FORMAT}")
+        raise ModelError(f"{path_for(tflite)}: sidecar format {data.get('format')!r}, expected {FORMAT}")
     return data
 
 

@@ -154,7 +154,7 @@ def test_check_without_sidecar_asks_for_flags(tiny, converted48, tmp_path):
     lone.write_bytes(converted48.read_bytes())
     result = quantize("check", "--keras", tiny / "small48.keras", "--tflite", lone, "--data", tiny / "faces.csv")
     assert result.returncode == 2
-    assert "lone.json: sidecar missing" in result.stderr and "--input-scale" in result.stderr
+    assert "lone.json is missing" in result.stderr and "--input-scale" in result.stderr
 
 
 def test_train_cli_writes_model_and_history(tiny, tmp_path):
