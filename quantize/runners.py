@@ -21,17 +21,15 @@ def keras_scores(model, images: np.ndarray, norm: Normalization, batch: int = 25
 
 
 def interpreter(path: Path, threads: int = 1):
-    """A LiteRT interpreter: ai-edge-litert first, because tflite-runtime 2.14 cannot read models
-    ("vector::reserve") in a process that has also imported TensorFlow, as quantize has."""
+    """The daemon's runtime choice (`auto`: ai-edge-litert first, which also matters here: tflite-runtime
+    2.14 cannot read models, "vector::reserve", in a process that has imported TensorFlow)."""
+    from edged.classifier import interpreter_class
+    from edged.errors import ModelError as DaemonModelError
+
     try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        try:
-            from tflite_runtime.interpreter import Interpreter
-        except ImportError:
-            raise ModelError("no TFLite runtime: pip install ai-edge-litert") from None
-    try:
-        return Interpreter(model_path=str(path), num_threads=threads)
+        return interpreter_class("auto")(model_path=str(path), num_threads=threads)
+    except DaemonModelError as exc:
+        raise ModelError(str(exc)) from None
     except (ValueError, RuntimeError) as exc:
         raise ModelError(f"{path}: not a valid .tflite model ({exc})") from None
 
