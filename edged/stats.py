@@ -32,6 +32,11 @@ class Rolling:
         with self._lock:
             self._samples.append(value)
 
+    def values(self) -> list[float]:
+        """The samples in the window, oldest first."""
+        with self._lock:
+            return list(self._samples)
+
     def percentiles(self) -> dict[str, float]:
         """{"p50": ..., "p95": ...} of the window, rounded to 0.01; zeros before the first sample."""
         with self._lock:
