@@ -48,6 +48,7 @@ class SerialisingPublisher:
         self.model_id, self.device = model_id, device
         self.seq = {"events": 0, "state": 0, "stats": 0}
         self.bytes = 0
+        self.last: dict[str, str] = {}  # the latest payload per topic name, for a look
         self.events: list[TrackEvent] = []
         self._open = False
 
@@ -80,6 +81,7 @@ class SerialisingPublisher:
 
     def _send(self, name: str, payload: str) -> None:
         self.bytes += len(payload)
+        self.last[name] = payload
 
 
 @dataclass
