@@ -74,6 +74,20 @@ def read_sidecar(model: Path) -> dict:
     return meta
 
 
+def _pre_shrink(crop: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The crop averaged down by the largest whole factor that keeps it at least height x width.
+
+    OpenCV's INTER_AREA is ~20x faster for a whole factor than for a fractional one (0.01 against 0.2 ms for
+    a 338-pixel face to 48 here); averaging by k first, then by the remaining fraction (< 2), gives nearly
+    the same pixels, at the cost of trimming fewer than k pixels off the bottom and right edges.
+    """
+    k = min(crop.shape[0] // height, crop.shape[1] // width)
+    if k < 2:
+        return crop
+    rows, cols = crop.shape[0] // k, crop.shape[1] // k
+    return cv2.resize(crop[: rows * k, : cols * k], (cols, rows), interpolation=cv2.INTER_AREA)
+
+
 class EmotionClassifier:
     """Class probabilities (label -> 0..1) for face boxes in a grayscale frame.
 
@@ -152,7 +166,8 @@ class EmotionClassifier:
         height, width = self.input_size
         pixels = self._pixels[:count]
         for i, box in enumerate(boxes):
-            cv2.resize(self._crop(gray, box), (width, height), dst=pixels[i], interpolation=cv2.INTER_AREA)
+            cv2.resize(_pre_shrink(self._crop(gray, box), height, width), (width, height), dst=pixels[i],
+                       interpolation=cv2.INTER_AREA)
         self._interpreter.set_tensor(self._input_index, self._quantize(pixels, self._input[:count])[..., np.newaxis])
         self._interpreter.invoke()
         raw = self._interpreter.get_tensor(self._output_index)
