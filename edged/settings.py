@@ -115,7 +115,7 @@ class DetectorSettings(_Section):
     min_face: int = Field(48, ge=8, description="Smallest face side to report, in frame pixels")
     threads: int = Field(1, ge=1, le=64, description="OpenCV worker threads (process-wide)")
     full_scan_every: int = Field(
-        10, ge=1, le=1000,
+        15, ge=1, le=1000,
         description="Frames between full-frame scans; in between only regions around known faces are searched "
         "(a new face is found within this many frames; 1 = a full scan every frame)",
     )
