@@ -83,6 +83,8 @@ class HaarDetector:
         within REGION_SIZE_RANGE of it: a few scales of a small image instead of the whole pyramid of the frame.
         """
         x, y, w, h = region
+        if w < 2 or h < 2:  # a region off the frame (the camera came back at another size): nothing there
+            return []
         scale = min(self.downscale, REGION_FACE_PX / max(1, face_side))
         crop = gray[y:y + h, x:x + w]
         small = cv2.resize(crop, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)

@@ -45,6 +45,13 @@ def test_a_search_near_a_known_face_finds_it_where_a_full_scan_does():
     assert len(near) == 1 and iou(near[0], full) > 0.7
 
 
+def test_a_face_remembered_off_a_smaller_frame_means_a_full_scan():
+    guided = GuidedDetector(HaarDetector(DetectorSettings()), full_scan_every=10)
+    guided.detect(_frame(ASTRONAUT))
+    small = cv2.resize(_frame(COFFEE), (160, 120))  # the camera came back at another size
+    assert guided.detect(small) == [] and guided.full_scans == 2
+
+
 def test_a_lost_face_gets_a_full_scan_at_once_and_a_newcomer_waits_for_the_next_one():
     face, empty = _frame(ASTRONAUT), _frame(COFFEE)
     guided = GuidedDetector(HaarDetector(DetectorSettings()), full_scan_every=4)
