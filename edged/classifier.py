@@ -1,7 +1,8 @@
 """Emotion classification of face crops with the int8 TFLite model and the sidecar JSON written beside it.
 
 The model takes raw 0-255 grayscale pixels quantized with its input parameters (normalization is inside
-the graph), so the only work before `invoke` is crop, resize and one integer shift. TensorFlow is never
+the graph), so the only work before `invoke` is crop (a view), resize (into a reused buffer) and one
+integer shift. TensorFlow is never
 imported: `tflite_runtime` first, then `ai_edge_litert`.
 """
 
@@ -48,6 +49,11 @@ def interpreter_class(runtime: str = "auto") -> Any:
     raise ModelError(f"no TFLite runtime: pip install {wanted} (EDGED_MODEL__RUNTIME={runtime})")
 
 
+def _resolver_without_delegates(interpreter: Any) -> Any:
+    module = importlib.import_module(interpreter.__module__)
+    return module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+
+
 def sidecar_path(model: Path) -> Path:
     """`models/emotions-int8.tflite` -> `models/emotions-int8.json`."""
     return model.with_suffix(".json")
@@ -68,14 +74,29 @@ def read_sidecar(model: Path) -> dict:
     return meta
 
 
+def _pre_shrink(crop: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The crop averaged down by the largest whole factor that keeps it at least height x width.
+
+    OpenCV's INTER_AREA is ~20x faster for a whole factor than for a fractional one (0.01 against 0.2 ms for
+    a 338-pixel face to 48 here); averaging by k first, then by the remaining fraction (< 2), gives nearly
+    the same pixels, at the cost of trimming fewer than k pixels off the bottom and right edges.
+    """
+    k = min(crop.shape[0] // height, crop.shape[1] // width)
+    if k < 2:
+        return crop
+    rows, cols = crop.shape[0] // k, crop.shape[1] // k
+    return cv2.resize(crop[: rows * k, : cols * k], (cols, rows), interpolation=cv2.INTER_AREA)
+
+
 class EmotionClassifier:
     """Class probabilities (label -> 0..1) for face boxes in a grayscale frame.
 
     threads: the interpreter's CPU threads; batch: most faces per `invoke` (the input tensor is resized
-    only when the number of faces changes).
+    only when the number of faces changes); xnnpack: use XNNPACK's int8 kernels (the runtimes' default).
     """
 
-    def __init__(self, path: Path | None = None, threads: int = 1, batch: int = 8, runtime: str = "auto") -> None:
+    def __init__(self, path: Path | None = None, threads: int = 1, batch: int = 8, runtime: str = "auto",
+                 xnnpack: bool = True) -> None:
         self.path = Path(path) if path is not None else DEFAULT_MODEL
         if not self.path.is_file():
             raise ModelError(f"model {self.path} does not exist (EDGED_MODEL__PATH)")
@@ -84,7 +105,10 @@ class EmotionClassifier:
         self.model_id: str = str(meta.get("model_id") or self.path.stem)
         self.batch = max(1, int(batch))
         try:
-            self._interpreter = interpreter_class(runtime)(model_path=str(self.path), num_threads=int(threads))
+            interpreter = interpreter_class(runtime)
+            # XNNPACK is the default delegate of both runtimes; turning it off means asking for the plain kernels.
+            options = {} if xnnpack else {"experimental_op_resolver_type": _resolver_without_delegates(interpreter)}
+            self._interpreter = interpreter(model_path=str(self.path), num_threads=int(threads), **options)
             self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"model {self.path} cannot be loaded: {exc}") from None
@@ -107,12 +131,15 @@ class EmotionClassifier:
         # raw pixels p -> p/s + z; for s=1, z=-128 that is p - 128, i.e. flipping the top bit of the uint8
         self._xor_fast_path = self._in_scale == 1.0 and self._in_zero == -128
         self._batch_now = 1
+        # Reused for every frame: the resized crops (uint8) and the model's input (int8), `batch` faces deep.
+        self._pixels = np.empty((self.batch, *self.input_size), dtype=np.uint8)
+        self._input = np.empty((self.batch, *self.input_size), dtype=np.int8)
         logger.info("model %s (%s) loaded: input %dx%d, %d labels", self.path, self.model_id, *self.input_size,
                     len(self.labels))
 
     @classmethod
     def from_settings(cls, model: ModelSettings) -> EmotionClassifier:
-        return cls(model.path, model.threads, model.batch, model.runtime)
+        return cls(model.path, model.threads, model.batch, model.runtime, model.xnnpack)
 
     def _check_sidecar_input(self, meta: dict) -> None:
         declared = meta.get("input") or {}
@@ -123,16 +150,33 @@ class EmotionClassifier:
 
     def classify(self, gray: np.ndarray, boxes: Sequence[Box]) -> list[dict[str, float]]:
         """One {label: probability} per box, in the order of `boxes`."""
-        if not boxes:
-            return []
-        crops = np.stack([self._crop(gray, box) for box in boxes])[..., np.newaxis]
-        quantized = self._quantize(crops)
-        probabilities = np.concatenate([self._invoke(quantized[i:i + self.batch])
-                                        for i in range(0, len(quantized), self.batch)])
-        return [dict(zip(self.labels, map(float, row), strict=True)) for row in probabilities]
+        results: list[dict[str, float]] = []
+        for start in range(0, len(boxes), self.batch):
+            probabilities = self._classify_batch(gray, boxes[start:start + self.batch])
+            results += [dict(zip(self.labels, row, strict=True)) for row in probabilities.tolist()]
+        return results
+
+    def _classify_batch(self, gray: np.ndarray, boxes: Sequence[Box]) -> np.ndarray:
+        """(len(boxes), labels) probabilities from one invoke; crops are resized straight into a reused buffer."""
+        count = len(boxes)
+        if count != self._batch_now:
+            self._resize(count)
+        if count != self._batch_now:  # the model refused a batch dimension: one face per invoke
+            return np.concatenate([self._classify_batch(gray, boxes[i:i + 1]) for i in range(count)])
+        height, width = self.input_size
+        pixels = self._pixels[:count]
+        for i, box in enumerate(boxes):
+            cv2.resize(_pre_shrink(self._crop(gray, box), height, width), (width, height), dst=pixels[i],
+                       interpolation=cv2.INTER_AREA)
+        self._interpreter.set_tensor(self._input_index, self._quantize(pixels, self._input[:count])[..., np.newaxis])
+        self._interpreter.invoke()
+        raw = self._interpreter.get_tensor(self._output_index)
+        if self._out_int8:
+            return np.clip((raw.astype(np.float32) - self._out_zero) * self._out_scale, 0.0, 1.0)
+        return raw.astype(np.float32)
 
     def _crop(self, gray: np.ndarray, box: Box) -> np.ndarray:
-        """A square around the box centre (side = the longer box side), clipped to the frame, resized to H x W."""
+        """A square around the box centre (side = the longer box side), clipped to the frame: a view, not a copy."""
         x, y, w, h = box
         side = max(w, h, 1)
         cx, cy = x + w / 2, y + h / 2
@@ -140,27 +184,18 @@ class EmotionClassifier:
         x0 = min(max(0, round(cx - side / 2)), frame_w - 1)
         y0 = min(max(0, round(cy - side / 2)), frame_h - 1)
         x1, y1 = min(frame_w, x0 + side), min(frame_h, y0 + side)
-        crop = gray[y0:max(y1, y0 + 1), x0:max(x1, x0 + 1)]
-        height, width = self.input_size
-        return cv2.resize(crop, (width, height), interpolation=cv2.INTER_AREA)
+        return gray[y0:max(y1, y0 + 1), x0:max(x1, x0 + 1)]
 
-    def _quantize(self, pixels: np.ndarray) -> np.ndarray:
+    def _quantize(self, pixels: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Raw uint8 pixels as the model's int8 input, written into `out` (same shape, int8) when given."""
         if self._xor_fast_path:
-            return np.bitwise_xor(pixels, np.uint8(0x80)).view(np.int8)
-        values = np.round(pixels.astype(np.float32) / self._in_scale + self._in_zero)
-        return np.clip(values, -128, 127).astype(np.int8)
-
-    def _invoke(self, batch: np.ndarray) -> np.ndarray:
-        if len(batch) != self._batch_now:
-            self._resize(len(batch))
-        if len(batch) != self._batch_now:  # the model refused a batch dimension: one face per invoke
-            return np.concatenate([self._invoke(batch[i:i + 1]) for i in range(len(batch))])
-        self._interpreter.set_tensor(self._input_index, batch)
-        self._interpreter.invoke()
-        raw = self._interpreter.get_tensor(self._output_index)
-        if self._out_int8:
-            return np.clip((raw.astype(np.float32) - self._out_zero) * self._out_scale, 0.0, 1.0)
-        return raw.astype(np.float32)
+            target = None if out is None else out.view(np.uint8)
+            return np.bitwise_xor(pixels, np.uint8(0x80), out=target).view(np.int8)
+        values = np.clip(np.round(pixels.astype(np.float32) / self._in_scale + self._in_zero), -128, 127)
+        if out is None:
+            return values.astype(np.int8)
+        np.copyto(out, values, casting="unsafe")
+        return out
 
     def _resize(self, size: int) -> None:
         height, width = self.input_size

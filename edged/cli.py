@@ -99,6 +99,18 @@ def _parser() -> argparse.ArgumentParser:
             '"confidence", "scores"}]}, or {"image", "error"} for a file that cannot be read.\n\n'
             "example: edged detect kiosk-angle.jpg | jq '.faces[].emotion'")
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files (any format OpenCV reads)")
+    p = add("bench", _bench, "run the real pipeline on a video file and print speed, latency, CPU and memory",
+            "Benchmark: the daemon's pipeline (same detector, classifier, tracker and EDGED_* settings) on VIDEO, as "
+            "fast as possible or, with --realtime, paced at the clip's frame rate like a camera. Prints frames, "
+            "frames with a face, fps, per-stage p50/p95, capture-to-publish latency p50/p95/p99, CPU time per frame "
+            "and peak RSS. Payloads are built and serialised as for MQTT, then discarded, unless --broker is given."
+            "\n\nexample: taskset -c 0 edged bench samples/faces-30fps.mp4 --threads 1 --realtime")
+    p.add_argument("video", type=Path, metavar="VIDEO", help="a video file OpenCV can read")
+    p.add_argument("--threads", type=int, default=1, metavar="N",
+                   help="OpenCV and interpreter threads (sets EDGED_DETECTOR__THREADS and EDGED_MODEL__THREADS; default 1)")
+    p.add_argument("--realtime", action="store_true", help="pace the clip at its frame rate, dropping what lags")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    p.add_argument("--broker", metavar="HOST:PORT", help="publish for real to this broker (EDGED_MQTT__* for the rest)")
     add("watch", _watch, "show a live table of devices, faces and emotions from the broker",
         "Subscribe to <prefix>/+/# on the configured broker (EDGED_MQTT__*) and show every device, its faces "
         "and their emotions as they arrive. Ctrl-C quits.")
@@ -184,6 +196,32 @@ def _detect(args: argparse.Namespace) -> int:
         print(json.dumps({"image": str(image), "width": gray.shape[1], "height": gray.shape[0], "faces": faces}),
               flush=True)
     return status
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from edged.bench import bench_settings, render, run_bench
+
+    if not args.video.is_file():
+        print(f"edged: bench: video file {args.video} does not exist", file=sys.stderr)
+        return 2
+    if args.threads < 1:
+        print(f"edged: bench: --threads must be at least 1, got {args.threads}", file=sys.stderr)
+        return 2
+    settings = bench_settings(args.video, args.threads, args.realtime)
+    make_publisher = None
+    if args.broker:
+        host, _, port = args.broker.rpartition(":")
+        if not host or not port.isdigit():
+            print(f"edged: bench: --broker must be HOST:PORT, got {args.broker!r}", file=sys.stderr)
+            return 2
+        from edged.publisher import MqttPublisher
+
+        mqtt = settings.mqtt.model_copy(update={"host": host, "port": int(port)})
+        make_publisher = lambda model_id: MqttPublisher(mqtt, settings.device_id, settings.mqtt_password,  # noqa: E731
+                                                        model_id, __version__)
+    result = run_bench(settings, make_publisher)
+    print(json.dumps(result) if args.json else render(result), flush=True)
+    return EXIT_OK
 
 
 def _watch(args: argparse.Namespace) -> int:

@@ -22,7 +22,8 @@ from edged.classifier import EmotionClassifier
 from edged.detector import FaceDetector, HaarDetector
 from edged.faces import Detection, Frame
 from edged.notify import Notifier
-from edged.stats import Rate, Rolling
+from edged.roi import GuidedDetector
+from edged.stats import FrameRecorder, Rate, Rolling
 from edged.tracker import Tracker
 
 if TYPE_CHECKING:
@@ -61,6 +62,7 @@ class Pipeline:
         self.faces_seen = 0
         self._started = time.monotonic()
         self._last_utc = time.time()
+        self.recorder: FrameRecorder | None = None  # per-frame timings for `edged bench`; None in the daemon
 
     def run(self) -> dict[str, Any]:
         """Process frames until stopped or the end of a file (then pending events are published)."""
@@ -124,6 +126,8 @@ class Pipeline:
         self.rate.tick()
         self.frames += 1
         self._last_utc = frame.captured_utc
+        if self.recorder is not None:
+            self.recorder.record(frame, len(boxes), (t1 - t0, t2 - t1, t3 - t2, t4 - t3), time.monotonic())
 
     def stats(self) -> dict[str, Any]:
         """fps (processed, last 5 s), latency_ms per stage {p50, p95}, counters, uptime in seconds.
@@ -168,8 +172,13 @@ class Pipeline:
 
 def build(settings: Settings, make_publisher: Callable[[str], Publisher], stop: threading.Event,
           notifier: Notifier | None = None) -> Pipeline:
-    """Load the cascade and model, open the camera, then the publisher (`make_publisher(model_id)`)."""
-    detector = HaarDetector(settings.detector)
+    """Load the cascade and model, open the camera, then the publisher (`make_publisher(model_id)`).
+
+    The detector does a full scan every `full_scan_every` frames and searches around known faces in between.
+    """
+    haar = HaarDetector(settings.detector)
+    every = settings.detector.full_scan_every
+    detector: FaceDetector = haar if every == 1 else GuidedDetector(haar, every, settings.detector.region_margin)
     classifier = EmotionClassifier.from_settings(settings.model)
     tracker = Tracker(settings.tracker)
     camera = settings.camera

@@ -114,6 +114,14 @@ class DetectorSettings(_Section):
     )
     min_face: int = Field(48, ge=8, description="Smallest face side to report, in frame pixels")
     threads: int = Field(1, ge=1, le=64, description="OpenCV worker threads (process-wide)")
+    full_scan_every: int = Field(
+        15, ge=1, le=1000,
+        description="Frames between full-frame scans; in between only regions around known faces are searched "
+        "(a new face is found within this many frames; 1 = a full scan every frame)",
+    )
+    region_margin: float = Field(
+        0.5, gt=0, le=2, description="How far around a known face to search between full scans, in face sides"
+    )
 
 
 class ModelSettings(_Section):
@@ -130,6 +138,9 @@ class ModelSettings(_Section):
         "auto",
         description="TFLite runtime: auto prefers ai-edge-litert (XNNPACK int8 kernels, ~16x faster than "
         "tflite-runtime 2.14 here) and falls back to tflite-runtime",
+    )
+    xnnpack: bool = Field(
+        True, description="Run the model on XNNPACK's kernels (4.5x faster here); false uses the builtin kernels"
     )
 
 

@@ -5,8 +5,20 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from edged.faces import Frame
+
+
+class FrameRecorder(Protocol):
+    """Told about every processed frame: how many faces, the detect/classify/track/publish times (seconds),
+    and when publishing ended (time.monotonic). `edged bench` keeps them all; the daemon has none."""
+
+    def record(self, frame: Frame, faces: int, stage_s: tuple[float, float, float, float], done_mono: float) -> None:
+        ...
 
 
 class Rolling:
@@ -19,6 +31,11 @@ class Rolling:
     def add(self, value: float) -> None:
         with self._lock:
             self._samples.append(value)
+
+    def values(self) -> list[float]:
+        """The samples in the window, oldest first."""
+        with self._lock:
+            return list(self._samples)
 
     def percentiles(self) -> dict[str, float]:
         """{"p50": ..., "p95": ...} of the window, rounded to 0.01; zeros before the first sample."""

@@ -1,11 +1,12 @@
 """Make edged's sample clip and test photos from public-domain pictures that ship with scikit-image and matplotlib.
 
-    python samples/make_sample_media.py          # writes samples/faces.mp4 and tests/data/*.jpg
+    python samples/make_sample_media.py          # writes samples/faces.mp4, faces-30fps.mp4 and tests/data/*.jpg
 
 Sources (all public domain, see samples/README.md): `skimage.data.astronaut()` (NASA, Eileen Collins),
 matplotlib's `sample_data/grace_hopper.jpg` (US Navy), `skimage.data.coffee()` and `skimage.data.rocket()`
 (no faces). The clip is 12 s of 640x480 at 15 fps with simulated camera motion (pan and zoom): a face,
-no face, another face, no face, so faces appear and leave.
+no face, another face, no face, so faces appear and leave. `faces-30fps.mp4` is the same storyboard twice as fast
+(6 s) at 30 fps, a camera's rate, for the real-time benchmark.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ import skimage.data
 ROOT = Path(__file__).resolve().parent.parent
 SIZE = (640, 480)  # width, height in pixels
 FPS = 15
+# (file name, frames per second, speed-up of the storyboard): the 30 fps clip, for the real-time benchmark, plays
+# the story twice as fast, so that it stays under 2 MB (OpenCV's mp4v encoder has no bit-rate setting).
+CLIPS = (("faces.mp4", FPS, 1.0), ("faces-30fps.mp4", 30, 2.0))
 
 # (picture, seconds, crop rectangle (x, y, w, h) in picture pixels at the start, at the end); rectangles are 4:3.
 Shot = tuple[str, float, tuple[float, float, float, float], tuple[float, float, float, float]]
@@ -48,13 +52,13 @@ def render(picture: np.ndarray, rect: np.ndarray) -> np.ndarray:
     return cv2.warpAffine(picture, matrix, SIZE, flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REFLECT)
 
 
-def write_clip(path: Path, images: dict[str, np.ndarray]) -> int:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, SIZE)
+def write_clip(path: Path, images: dict[str, np.ndarray], fps: int = FPS, speed: float = 1.0) -> int:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, SIZE)
     if not writer.isOpened():
         raise SystemExit(f"cannot write {path}: this OpenCV has no mp4v encoder")
     frames = 0
     for name, seconds, start, end in STORYBOARD:
-        count = round(seconds * FPS)
+        count = round(seconds / speed * fps)
         for i in range(count):
             t = i / max(1, count - 1)
             t = t * t * (3 - 2 * t)  # ease in and out, like a hand on a pan-tilt head
@@ -70,9 +74,10 @@ def main() -> None:
     data.mkdir(parents=True, exist_ok=True)
     for name in ("astronaut", "grace_hopper", "coffee"):
         cv2.imwrite(str(data / f"{name}.jpg"), images[name], [cv2.IMWRITE_JPEG_QUALITY, 90])
-    clip = ROOT / "samples" / "faces.mp4"
-    frames = write_clip(clip, images)
-    print(f"{clip}: {frames} frames, {frames / FPS:.1f} s, {clip.stat().st_size / 1e6:.2f} MB")
+    for name, fps, speed in CLIPS:
+        clip = ROOT / "samples" / name
+        frames = write_clip(clip, images, fps, speed)
+        print(f"{clip}: {frames} frames at {fps} fps, {frames / fps:.1f} s, {clip.stat().st_size / 1e6:.2f} MB")
 
 
 if __name__ == "__main__":

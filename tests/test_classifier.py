@@ -46,6 +46,14 @@ def test_batches_agree_with_single_faces(classifier):
     assert together == alone
 
 
+def test_without_xnnpack_the_same_emotion():
+    gray, boxes = _face(ASTRONAUT)
+    plain = EmotionClassifier(require_model(), threads=1, xnnpack=False).classify(gray, boxes)[0]
+    fast = EmotionClassifier(require_model(), threads=1).classify(gray, boxes)[0]
+    assert max(plain, key=plain.__getitem__) == max(fast, key=fast.__getitem__) == "happy"
+    assert all(abs(plain[k] - fast[k]) < 0.05 for k in fast)  # int8 kernels may round differently
+
+
 def test_no_faces_no_work(classifier):
     assert classifier.classify(np.zeros((10, 10), np.uint8), []) == []
 
