@@ -123,14 +123,20 @@ def _run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if not args.verbose:  # the daemon logs at EDGED_LOG_LEVEL; the other commands stay quiet
         logging.getLogger().setLevel(settings.log_level)
+    from edged.discovery import discovery_for
     from edged.notify import Notifier
     from edged.pipeline import build
     from edged.publisher import MqttPublisher
 
     stop = _stop_on_signals()
     notifier = Notifier.from_env()  # systemd's NOTIFY_SOCKET and WATCHDOG_USEC; a no-op elsewhere
-    pipeline = build(settings, lambda model_id: MqttPublisher(settings.mqtt, settings.device_id, settings.mqtt_password,
-                                                              model_id, __version__), stop, notifier)
+
+    def make_publisher(model_id: str) -> MqttPublisher:
+        discovery = discovery_for(settings.homeassistant, settings.mqtt, settings.device_id, model_id, __version__)
+        return MqttPublisher(settings.mqtt, settings.device_id, settings.mqtt_password, model_id, __version__,
+                             discovery=discovery)
+
+    pipeline = build(settings, make_publisher, stop, notifier)
     logger.info("edged %s running as %s", __version__, settings.device_id)
     final = pipeline.run()
     logger.info("stopped after %d frames: %s", final["frames"], json.dumps(final))
