@@ -216,3 +216,11 @@ def test_bad_discovery_prefix_names_the_variable():
         load_settings({"EDGED_HOMEASSISTANT__DISCOVERY_PREFIX": "ha/#"})
     settings = load_settings({"EDGED_HOMEASSISTANT__ENABLED": "true", "EDGED_HOMEASSISTANT__DISCOVERY_PREFIX": "ha"})
     assert settings.homeassistant.enabled and settings.homeassistant.discovery_prefix == "ha"
+
+
+def test_the_example_in_the_docs_is_what_edged_publishes():
+    doc = (ROOT / "docs" / "homeassistant.md").read_text()
+    topic, text = re.search(r"<!-- example: discovery (\S+) -->\n```json\n(.*?)```", doc, re.S).groups()
+    ha = HomeAssistantDiscovery(HomeAssistantSettings(enabled=True), MqttSettings(), "kiosk-lobby",
+                                "emotions-int8-1a93ada7", "0.1.0")
+    assert ha.configs()[topic] == json.loads(text)
