@@ -39,13 +39,14 @@ class _Feed:
         self.subscription = f"{view.prefix}/+/#"
         self.link = f"connecting to {mqtt.host}:{mqtt.port}"
         self.subscribed = threading.Event()
-        self.refused: str | None = None
+        self.refused: str | None = None  # why the broker refused us, or that it cannot be reached
         self._mqtt = mqtt
         # A random client id: several watchers may run at once, and none of them must take a device's id.
         self.client = build_client(mqtt, f"edged-watch-{uuid.uuid4().hex[:8]}", password)
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda *_: self.subscribed.set()
         self.client.on_disconnect = self._on_disconnect
+        self.client.on_connect_fail = self._on_connect_fail
         self.client.on_message = self._on_message
         self._stopping = False
 
@@ -55,6 +56,10 @@ class _Feed:
             return
         client.subscribe(self.subscription, qos=1)
         self.link = f"{self._mqtt.host}:{self._mqtt.port} {self.subscription}"
+
+    def _on_connect_fail(self, client: Any, userdata: Any) -> None:
+        self.refused = f"cannot reach MQTT broker {self._mqtt.host}:{self._mqtt.port}"
+        self.link = f"{self.refused}; retrying"
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         if not self._stopping:
@@ -169,7 +174,7 @@ def watch(
 def watch_once(mqtt: MqttSettings, password: SecretStr | None, view: FleetView, wait_s: float,
                connect_timeout_s: float = 10.0) -> None:
     """Subscribe, collect for `wait_s` seconds (the retained status, state and stats arrive at once), return.
-    Raises BrokerError when the broker cannot be reached or refuses us within `connect_timeout_s`."""
+    Raises BrokerError at the first refused or failed connection attempt, or after `connect_timeout_s`."""
     feed = _Feed(mqtt, password, view)
     with feed.running():
         deadline = time.monotonic() + connect_timeout_s
