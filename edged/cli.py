@@ -34,7 +34,8 @@ examples:
   EDGED_CAMERA__SOURCE=/dev/video0 EDGED_MQTT__HOST=broker.local edged run
   EDGED_CAMERA__SOURCE=samples/faces.mp4 EDGED_CAMERA__REALTIME=false edged run   a file, as fast as possible
   edged detect photo.jpg other.png                  one JSON line per image: faces, emotions, scores
-  EDGED_MQTT__HOST=broker.local edged watch         live table of every device on the broker
+  EDGED_MQTT__HOST=broker.local edged watch         live fleet view: devices, emotion mix, alerts
+  edged watch --once --json                         one JSON snapshot of the fleet; exit 1 on alerts
 
 camera sources (EDGED_CAMERA__SOURCE): 0 or /dev/video0 (V4L2), picamera2 (Raspberry Pi camera),
   gst:<pipeline ending in appsink> (needs an OpenCV with GStreamer, e.g. JetPack's), rtsp://... or
@@ -111,9 +112,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--realtime", action="store_true", help="pace the clip at its frame rate, dropping what lags")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.add_argument("--broker", metavar="HOST:PORT", help="publish for real to this broker (EDGED_MQTT__* for the rest)")
-    add("watch", _watch, "show a live table of devices, faces and emotions from the broker",
-        "Subscribe to <prefix>/+/# on the configured broker (EDGED_MQTT__*) and show every device, its faces "
-        "and their emotions as they arrive. Ctrl-C quits.")
+    p = add("watch", _watch, "show the fleet: devices, faces, emotion mix, alerts (live, or once with --once)",
+            "Subscribe to <prefix>/+/# on the configured broker (EDGED_MQTT__*) and show every device: online "
+            "state, last seen, fps, faces, the emotion mix over a window, and alerts for devices that went offline "
+            "or stale and for gaps or resets in their events seq. Ctrl-C quits.\n\n"
+            "examples:\n  edged watch --once --json | jq '.alerts'     one snapshot; exit 1 when there are alerts")
+    p.add_argument("--once", action="store_true",
+                   help="collect for --wait seconds, print one picture and exit (status 1 when there are alerts)")
+    p.add_argument("--json", action="store_true", help="print JSON snapshots instead of tables")
+    p.add_argument("--wait", type=float, default=2.0, metavar="SECONDS",
+                   help="with --once: how long to collect before printing (default 2)")
+    p.add_argument("--window", type=float, default=300.0, metavar="SECONDS",
+                   help="emotion mix over the events of the last SECONDS (default 300)")
+    p.add_argument("--stale", type=float, default=60.0, metavar="SECONDS",
+                   help="alert when an online device sent nothing newer for SECONDS (default 60)")
+    p.add_argument("--interval", type=float, default=0.5, metavar="SECONDS", help="redraw every SECONDS (default 0.5)")
     return parser
 
 
@@ -135,14 +148,20 @@ def _run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if not args.verbose:  # the daemon logs at EDGED_LOG_LEVEL; the other commands stay quiet
         logging.getLogger().setLevel(settings.log_level)
+    from edged.discovery import discovery_for
     from edged.notify import Notifier
     from edged.pipeline import build
     from edged.publisher import MqttPublisher
 
     stop = _stop_on_signals()
     notifier = Notifier.from_env()  # systemd's NOTIFY_SOCKET and WATCHDOG_USEC; a no-op elsewhere
-    pipeline = build(settings, lambda model_id: MqttPublisher(settings.mqtt, settings.device_id, settings.mqtt_password,
-                                                              model_id, __version__), stop, notifier)
+
+    def make_publisher(model_id: str) -> MqttPublisher:
+        discovery = discovery_for(settings.homeassistant, settings.mqtt, settings.device_id, model_id, __version__)
+        return MqttPublisher(settings.mqtt, settings.device_id, settings.mqtt_password, model_id, __version__,
+                             discovery=discovery)
+
+    pipeline = build(settings, make_publisher, stop, notifier)
     logger.info("edged %s running as %s", __version__, settings.device_id)
     final = pipeline.run()
     logger.info("stopped after %d frames: %s", final["frames"], json.dumps(final))
@@ -225,12 +244,29 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _watch(args: argparse.Namespace) -> int:
-    from edged.watch import watch
+    import time
 
+    from rich.console import Console
+
+    from edged.fleet import FleetView
+    from edged.watch import render, watch, watch_once
+
+    for flag in ("wait", "window", "stale", "interval"):
+        if getattr(args, flag) <= 0:
+            _parser().error(f"--{flag} must be positive")
     settings = _settings(args)
-    stop = _stop_on_signals()
-    watch(settings.mqtt, settings.mqtt_password, settings.mqtt.topic_prefix, stop)
-    return EXIT_OK
+    view = FleetView(settings.mqtt.topic_prefix, window_s=args.window, stale_s=args.stale)
+    if not args.once:
+        watch(settings.mqtt, settings.mqtt_password, view, _stop_on_signals(), refresh_s=args.interval,
+              as_json=args.json)
+        return EXIT_OK
+    watch_once(settings.mqtt, settings.mqtt_password, view, args.wait)
+    now = time.time()
+    if args.json:
+        print(json.dumps(view.snapshot(now), indent=2))
+    else:
+        Console().print(render(view, f"{settings.mqtt.host}:{settings.mqtt.port} {settings.mqtt.topic_prefix}/+/#", now))
+    return EXIT_FAILED if view.alerts(now) else EXIT_OK
 
 
 if __name__ == "__main__":

@@ -122,6 +122,25 @@ class State(Envelope):
     """Topic `<prefix>/<device>/state` (retained, throttled): the faces in view now; empty when nobody is."""
 
     faces: list[Face] = Field(description="Faces in view, by track id")
+    dominant_emotion: str | None = Field(
+        None,
+        description="The emotion with the largest summed confidence over the faces in view; absent when there are "
+        "none. An additive field (v stays 1); filled in from `faces` when a payload lacks it",
+    )
+
+    @model_validator(mode="after")
+    def _fill_dominant(self) -> State:
+        if self.dominant_emotion is None:
+            self.dominant_emotion = dominant_emotion(self.faces)
+        return self
+
+
+def dominant_emotion(faces: list[Face]) -> str | None:
+    """The emotion with the largest summed confidence over `faces` (ties: alphabetical), None when empty."""
+    totals: dict[str, float] = {}
+    for face in faces:
+        totals[face.emotion] = totals.get(face.emotion, 0.0) + face.confidence
+    return min(totals, key=lambda label: (-totals[label], label)) if totals else None
 
 
 class Percentiles(BaseModel):

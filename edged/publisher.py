@@ -19,6 +19,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import SecretStr
 
+from edged.discovery import HomeAssistantDiscovery
 from edged.errors import BrokerError
 from edged.faces import Track, TrackEvent
 from edged.payloads import STATUS_OFFLINE, STATUS_ONLINE, TOPICS, Event, Face, State, Stats, utc_iso
@@ -104,12 +105,14 @@ class MqttPublisher:
         version: str,
         *,
         thermal_path: Path = THERMAL_PATH,
+        discovery: HomeAssistantDiscovery | None = None,
     ) -> None:
         self._mqtt = mqtt
         self._device = device_id
         self._model_id = model_id
         self._version = version
         self._thermal_path = thermal_path
+        self._discovery = discovery  # Home Assistant discovery (edged/discovery.py), None when off
         self.client_id = client_id_for(mqtt, device_id)
         self.topics = {name: topic(mqtt.topic_prefix, device_id, name) for name in TOPICS}
 
@@ -140,6 +143,7 @@ class MqttPublisher:
         self._client.on_connect_fail = self._on_connect_fail
         self._client.on_disconnect = self._on_disconnect
         self._client.on_publish = self._on_publish
+        self._client.on_message = self._on_message
 
     @property
     def connected(self) -> bool:
@@ -265,6 +269,9 @@ class MqttPublisher:
             self._fail(refusal_message(self._mqtt, reason))
             return
         try:
+            if self._discovery is not None:  # configs before state, so Home Assistant has the sensors first
+                self._send_discovery()
+                client.subscribe(self._discovery.status_topic, qos=1)
             # State first, so a dashboard that sees `online` already has the current faces.
             with self._lock:
                 self._send_state()
@@ -280,6 +287,19 @@ class MqttPublisher:
         else:
             logger.info("connected to MQTT broker %s as %s (MQTT %s)", where, self.client_id, self._mqtt.protocol)
         self._ever_connected = True
+
+    def _send_discovery(self) -> None:
+        assert self._discovery is not None
+        for config_topic, payload in self._discovery.messages():
+            self._client.publish(config_topic, payload, qos=1, retain=True)
+
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        # Home Assistant announces `online` when it (re)starts: send discovery again, as its docs ask.
+        if self._discovery is not None and self._discovery.is_birth(message.topic, message.payload):
+            try:
+                self._send_discovery()
+            except Exception:  # an exception here would kill paho's network thread
+                logger.exception("sending Home Assistant discovery again failed")
 
     def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
         self._fail(f"cannot reach MQTT broker {self._mqtt.host}:{self._mqtt.port}; retrying")

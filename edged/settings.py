@@ -213,6 +213,27 @@ class MqttSettings(_Section):
         return self
 
 
+class HomeAssistantSettings(_Section):
+    """Home Assistant MQTT discovery (docs/homeassistant.md)."""
+
+    section: ClassVar[str] = "homeassistant"
+
+    enabled: bool = Field(
+        False, description="Publish retained Home Assistant discovery configs, so the kiosk appears as a device"
+    )
+    discovery_prefix: str = Field("homeassistant", description="Home Assistant's MQTT discovery prefix")
+    status_topic: str = Field(
+        "homeassistant/status", description="Where Home Assistant announces `online`; discovery is then sent again"
+    )
+
+    @field_validator("discovery_prefix", "status_topic")
+    @classmethod
+    def _is_a_topic(cls, value: str) -> str:
+        if not value or set(value) & set("+#\0") or value.startswith("/") or value.endswith("/"):
+            raise ValueError(f"must be a topic without + # and without a leading or trailing /, got {value!r}")
+        return value
+
+
 class _EnvSource(EnvSettingsSource):
     """Environment variables from the mapping `load_settings` was given instead of `os.environ`."""
 
@@ -258,6 +279,9 @@ class Settings(BaseSettings):
     model: ModelSettings = Field(default_factory=ModelSettings, description=ModelSettings.__doc__)
     tracker: TrackerSettings = Field(default_factory=TrackerSettings, description=TrackerSettings.__doc__)
     mqtt: MqttSettings = Field(default_factory=MqttSettings, description=MqttSettings.__doc__)
+    homeassistant: HomeAssistantSettings = Field(
+        default_factory=HomeAssistantSettings, description=HomeAssistantSettings.__doc__
+    )
 
     @field_validator("device_id")
     @classmethod

@@ -1,121 +1,105 @@
-"""`edged watch`: the smallest useful dashboard, a live table of devices, faces and events from MQTT.
+"""`edged watch`: a fleet view of every device under one topic prefix, live in the terminal or as JSON.
 
-`FleetView` folds messages into what the table shows and does no I/O, so it can be driven by anything;
-`watch` subscribes to `<prefix>/+/#` and redraws the table with rich until stopped.
+The model (`edged.fleet.FleetView`) does no I/O; here a paho client feeds it from `<prefix>/+/#`, and rich draws
+it: a devices table (status, last seen, fps, faces, emotion mix over the window, seq health), the alerts (offline,
+stale, lost events, seq resets) and the latest events. `--once` prints one picture after the retained messages
+have arrived and exits 1 when there are alerts, for scripts and monitoring.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import threading
 import time
 import uuid
-from collections import deque
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import Iterator
 from typing import Any
 
-from pydantic import SecretStr, ValidationError
+from pydantic import SecretStr
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from edged.payloads import STATUS_OFFLINE, STATUS_ONLINE, Event, Face, State, Stats
+from edged.errors import BrokerError
+from edged.fleet import FleetView
 from edged.publisher import build_client, refusal_message
 from edged.settings import MqttSettings
 
 logger = logging.getLogger(__name__)
 
-_MODELS = {"events": Event, "state": State, "stats": Stats}
 
+class _Feed:
+    """A paho client that folds every message under `<prefix>/+/#` into `view`, holding `lock` while it does."""
 
-@dataclass
-class DeviceView:
-    """What is known about one device."""
+    def __init__(self, mqtt: MqttSettings, password: SecretStr | None, view: FleetView) -> None:
+        self.view, self.lock = view, threading.Lock()
+        self.subscription = f"{view.prefix}/+/#"
+        self.link = f"connecting to {mqtt.host}:{mqtt.port}"
+        self.subscribed = threading.Event()
+        self.refused: str | None = None  # why the broker refused us, or that it cannot be reached
+        self._mqtt = mqtt
+        # A random client id: several watchers may run at once, and none of them must take a device's id.
+        self.client = build_client(mqtt, f"edged-watch-{uuid.uuid4().hex[:8]}", password)
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = lambda *_: self.subscribed.set()
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_connect_fail = self._on_connect_fail
+        self.client.on_message = self._on_message
+        self._stopping = False
 
-    device: str
-    status: str = "unknown"
-    last_seen_utc: float | None = None  # the newest payload `ts`, so a stale retained message does not look fresh
-    fps: float | None = None
-    stats: Stats | None = None
-    faces: list[Face] = field(default_factory=list)
-    last_seq: dict[str, int] = field(default_factory=dict)
-    missed: int = 0  # messages lost, from gaps in `seq`
-
-
-class FleetView:
-    """Devices, their faces and recent events, from the messages under one topic prefix."""
-
-    def __init__(self, prefix: str, max_events: int = 15) -> None:
-        self.prefix = prefix
-        self.devices: dict[str, DeviceView] = {}
-        self.events: deque[Event] = deque(maxlen=max_events)
-        self.rejected = 0  # messages that are not contract payloads
-
-    def apply(self, topic: str, payload: bytes) -> None:
-        """Fold in one message; malformed ones are counted in `rejected`, never raised."""
-        parts = topic.split("/")
-        if len(parts) != 3 or parts[0] != self.prefix:
-            self.rejected += 1
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        if reason.is_failure:
+            self.link = self.refused = refusal_message(self._mqtt, reason)
             return
-        _, device_id, kind = parts
-        device = self.devices.setdefault(device_id, DeviceView(device_id))
-        if not payload:
-            return  # an empty payload clears a retained message
-        if kind == "status":
-            status = payload.decode("utf-8", "replace")
-            if status in (STATUS_ONLINE, STATUS_OFFLINE):
-                device.status = status
-            else:
-                self.rejected += 1
-            return
-        model = _MODELS.get(kind)
-        if model is None:
-            self.rejected += 1
-            return
+        client.subscribe(self.subscription, qos=1)
+        self.link = f"{self._mqtt.host}:{self._mqtt.port} {self.subscription}"
+
+    def _on_connect_fail(self, client: Any, userdata: Any) -> None:
+        self.refused = f"cannot reach MQTT broker {self._mqtt.host}:{self._mqtt.port}"
+        self.link = f"{self.refused}; retrying"
+
+    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        if not self._stopping:
+            self.link = f"disconnected from {self._mqtt.host}:{self._mqtt.port} ({reason}); reconnecting"
+
+    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+        with self.lock:
+            self.view.apply(message.topic, message.payload, time.time())
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[_Feed]:
+        self.client.connect_async(self._mqtt.host, self._mqtt.port, keepalive=self._mqtt.keepalive)
+        self.client.loop_start()
         try:
-            message = model.model_validate_json(payload)
-        except ValidationError:
-            self.rejected += 1
-            return
-        self._count_gap(device, kind, message.seq)
-        device.last_seen_utc = max(device.last_seen_utc or 0.0, _epoch(message.ts))
-        if isinstance(message, Event):
-            self.events.appendleft(message)
-        elif isinstance(message, State):
-            device.faces = message.faces
-        elif isinstance(message, Stats):
-            device.stats, device.fps = message, message.fps
-
-    @staticmethod
-    def _count_gap(device: DeviceView, kind: str, seq: int) -> None:
-        previous = device.last_seq.get(kind)
-        if previous is not None and seq > previous + 1:
-            device.missed += seq - previous - 1
-        device.last_seq[kind] = seq  # a smaller seq means the device restarted: start counting again
-
-
-def _epoch(ts: str) -> float:
-    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+            yield self
+        finally:
+            self._stopping = True
+            with contextlib.suppress(Exception):  # closing a dead connection must not hide the first error
+                self.client.disconnect()
+            self.client.loop_stop()
 
 
 def _age(ts_utc: float | None, now: float) -> str:
     return "-" if ts_utc is None else f"{max(0.0, now - ts_utc):.0f} s ago"
 
 
+def _mix(mix: dict[str, float], top: int = 3) -> str:
+    return " ".join(f"{emotion} {share:.0%}" for emotion, share in list(mix.items())[:top]) or "-"
+
+
 def render(view: FleetView, header: str, now: float | None = None) -> RenderableType:
-    """The dashboard: a devices table, a faces table and the latest events."""
+    """The dashboard: the fleet in one line, a devices table, the alerts and the latest events."""
     now = time.time() if now is None else now
     devices = Table(title="devices", expand=True)
-    for column in ("device", "status", "last seen", "fps", "faces", "dropped frames", "missed msgs"):
+    for column in ("device", "status", "last seen", "fps", "faces", "emotions now",
+                   f"emotion mix ({view.window_s:.0f} s)", "lost", "dup", "resets"):
         devices.add_column(column)
-    faces = Table(title="faces in view", expand=True)
-    for column in ("device", "track", "emotion", "confidence", "box"):
-        faces.add_column(column)
     for name in sorted(view.devices):
         d = view.devices[name]
+        events = d.seq["events"]
         colour = {"online": "green", "offline": "red"}.get(d.status, "yellow")
         devices.add_row(
             name,
@@ -123,76 +107,78 @@ def render(view: FleetView, header: str, now: float | None = None) -> Renderable
             _age(d.last_seen_utc, now),
             "-" if d.fps is None else f"{d.fps:.1f}",
             str(len(d.faces)),
-            "-" if d.stats is None else str(d.stats.frames_dropped),
-            str(d.missed),
+            " ".join(sorted({f.emotion for f in d.faces})) or "-",
+            _mix(view.emotion_mix(d, now)),
+            Text(str(events.lost), style="red" if events.lost else ""),
+            str(events.duplicates),
+            str(events.resets),
         )
-        for f in d.faces:
-            faces.add_row(name, str(f.track), f.emotion, f"{f.confidence:.2f}", " ".join(map(str, f.box)))
-    events = Table(title="recent events", expand=True)
+    alerts = Table(title="alerts", expand=True)
+    for column in ("device", "alert", "detail"):
+        alerts.add_column(column)
+    for alert in view.alerts(now):
+        alerts.add_row(alert.device, Text(alert.kind, style="red"), alert.detail)
+    events_table = Table(title="recent events", expand=True)
     for column in ("time", "device", "event", "track", "emotion"):
-        events.add_column(column)
+        events_table.add_column(column)
     for e in view.events:
         emotion = f"{e.previous_emotion} -> {e.emotion}" if e.previous_emotion else e.emotion
         if e.dwell_s is not None:
             emotion += f" (after {e.dwell_s:.1f} s)"
-        events.add_row(e.ts[11:19], e.device, e.type, str(e.track), emotion)
+        events_table.add_row(e.ts[11:19], e.device, e.type, str(e.track), emotion)
+    online = sum(d.status == "online" for d in view.devices.values())
+    faces = sum(len(d.faces) for d in view.devices.values())
+    fleet = Text(f"{len(view.devices)} devices, {online} online, {faces} faces in view; "
+                 f"fleet emotion mix: {_mix(view.emotion_mix(None, now), top=7)}")
     footer = Text(f"{view.rejected} messages rejected" if view.rejected else "", style="dim")
-    return Group(Text(header, style="bold"), devices, faces, events, footer)
+    return Group(Text(header, style="bold"), fleet, devices, alerts, events_table, footer)
 
 
 def watch(
     mqtt: MqttSettings,
     password: SecretStr | None,
-    prefix: str,
+    view: FleetView,
     stop: threading.Event | None = None,
     *,
-    view: FleetView | None = None,
     console: Console | None = None,
     refresh_s: float = 0.5,
+    as_json: bool = False,
 ) -> None:
-    """Show the fleet under `prefix` until `stop` is set or Ctrl-C; `view` lets a caller see the data."""
-    view = view or FleetView(prefix)
+    """Show the fleet until `stop` is set or Ctrl-C: a live table, or one JSON snapshot per `refresh_s`."""
     stop = stop or threading.Event()
-    lock = threading.Lock()  # paho's thread applies messages while this one renders
-    subscription = f"{prefix}/+/#"
-    link = {"state": f"connecting to {mqtt.host}:{mqtt.port}"}
-
-    # A random client id: several watchers may run at once, and none of them must take a device's id.
-    client = build_client(mqtt, f"edged-watch-{uuid.uuid4().hex[:8]}", password)
-
-    def on_connect(client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
-        if reason.is_failure:
-            link["state"] = refusal_message(mqtt, reason)
-            return
-        client.subscribe(subscription, qos=1)
-        link["state"] = f"{mqtt.host}:{mqtt.port} {subscription}"
-
-    def on_disconnect(client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
-        if not stop.is_set():
-            link["state"] = f"disconnected from {mqtt.host}:{mqtt.port} ({reason}); reconnecting"
-
-    def on_message(client: Any, userdata: Any, message: Any) -> None:
-        with lock:
-            view.apply(message.topic, message.payload)
-
-    client.on_connect, client.on_disconnect, client.on_message = on_connect, on_disconnect, on_message
-    client.connect_async(mqtt.host, mqtt.port, keepalive=mqtt.keepalive)
-    client.loop_start()
+    console = console or Console()
+    feed = _Feed(mqtt, password, view)
     try:
-        with Live(console=console, refresh_per_second=4) as live:
+        with feed.running():
+            if as_json:
+                while not stop.wait(refresh_s):
+                    with feed.lock:
+                        console.print_json(json.dumps(view.snapshot(time.time())), indent=None)
+                return
+            with Live(console=console, refresh_per_second=4) as live:
 
-            def draw() -> None:
-                with lock:
-                    live.update(render(view, link["state"]))
+                def draw() -> None:
+                    with feed.lock:
+                        live.update(render(view, feed.link))
 
-            draw()
-            while not stop.wait(refresh_s):
                 draw()
-            draw()  # the last frame stays on screen, so it must be current
+                while not stop.wait(refresh_s):
+                    draw()
+                draw()  # the last frame stays on screen, so it must be current
     except KeyboardInterrupt:
         pass
     finally:
         stop.set()
-        with contextlib.suppress(Exception):  # closing a dead connection must not hide the first error
-            client.disconnect()
-        client.loop_stop()
+
+
+def watch_once(mqtt: MqttSettings, password: SecretStr | None, view: FleetView, wait_s: float,
+               connect_timeout_s: float = 10.0) -> None:
+    """Subscribe, collect for `wait_s` seconds (the retained status, state and stats arrive at once), return.
+    Raises BrokerError at the first refused or failed connection attempt, or after `connect_timeout_s`."""
+    feed = _Feed(mqtt, password, view)
+    with feed.running():
+        deadline = time.monotonic() + connect_timeout_s
+        while not feed.subscribed.wait(0.05):
+            if feed.refused or time.monotonic() > deadline:
+                raise BrokerError(feed.refused or f"cannot reach MQTT broker {mqtt.host}:{mqtt.port}")
+        threading.Event().wait(wait_s)

@@ -1,30 +1,37 @@
-"""`edged watch` on real MQTT traffic: devices, faces, events, gaps and offline devices."""
+"""`edged watch` on real MQTT traffic: the live table, JSON snapshots, and `--once` for scripts."""
 
 from __future__ import annotations
 
 import io
+import json
+import os
+import subprocess
+import sys
 import threading
+import time
 
 import pytest
+from media import ROOT
 from mosquitto import Subscriber, wait_until
 from rich.console import Console
 from test_publisher import STATS, track
 
 from edged import __version__
 from edged.faces import TrackEvent
+from edged.fleet import FleetView
 from edged.publisher import MqttPublisher
 from edged.settings import MqttSettings
-from edged.watch import FleetView, render, watch
+from edged.watch import render, watch
 
 
 @pytest.fixture
 def watching(broker):
     """`watch()` running in a thread against the broker; yields its FleetView and a function that stops it."""
     view, stop, out = FleetView("edged"), threading.Event(), io.StringIO()
-    console = Console(file=out, width=120, force_terminal=False)
+    console = Console(file=out, width=160, force_terminal=False)
     thread = threading.Thread(
-        target=watch, args=(MqttSettings(host="127.0.0.1", port=broker.port), None, "edged", stop),
-        kwargs={"view": view, "console": console, "refresh_s": 0.05}, daemon=True,
+        target=watch, args=(MqttSettings(host="127.0.0.1", port=broker.port), None, view, stop),
+        kwargs={"console": console, "refresh_s": 0.05}, daemon=True,
     )
     thread.start()
     # watch() subscribes asynchronously; a retained marker tells us when it is listening
@@ -33,6 +40,7 @@ def watching(broker):
     wait_until(lambda: "marker" in view.devices, what="watch to subscribe")
     marker.publish("edged/marker/status", b"", retain=True)  # clear it again
     marker.close()
+    view.devices.pop("marker")
 
     def finish() -> str:
         """Stop watch() and return what it drew (a console that is not a terminal gets the last frame)."""
@@ -45,12 +53,17 @@ def watching(broker):
     finish()
 
 
-def test_watch_shows_devices_faces_and_events(broker, watching):
-    view, finish = watching
-    settings = MqttSettings(host="127.0.0.1", port=broker.port, state_interval_s=0)
-    pub = MqttPublisher(settings, "kiosk-1", None, model_id="emotions-test", version=__version__)
+def publisher(port: int, device: str) -> MqttPublisher:
+    settings = MqttSettings(host="127.0.0.1", port=port, state_interval_s=0)
+    pub = MqttPublisher(settings, device, None, model_id="emotions-test", version=__version__)
     pub.start()
     assert pub.wait_connected(5)
+    return pub
+
+
+def test_watch_shows_devices_faces_events_and_the_offline_alert(broker, watching):
+    view, finish = watching
+    pub = publisher(broker.port, "kiosk-1")
     pub.event(TrackEvent("face_appeared", track(), 1_700_000_001.0))
     pub.event(TrackEvent("emotion_changed", track(emotion="sad"), 1_700_000_002.0, previous_emotion="happy"))
     pub.state([track(emotion="sad"), track(id_=2)], 1_700_000_002.0)
@@ -62,31 +75,73 @@ def test_watch_shows_devices_faces_and_events(broker, watching):
     assert device.status == "online"
     assert [(f.track, f.emotion) for f in device.faces] == [(1, "sad"), (2, "happy")]
     assert [e.type for e in view.events] == ["emotion_changed", "face_appeared"]  # newest first
-    assert device.missed == 0 and view.rejected == 0
+    assert device.events_lost == 0 and view.rejected == 0
+    assert [a.kind for a in view.alerts(1_700_000_003.0)] == []
 
     pub.close()
     wait_until(lambda: view.devices["kiosk-1"].status == "offline", what="offline")
+    assert [(a.device, a.kind) for a in view.alerts(1_700_000_003.0)] == [("kiosk-1", "offline")]
     drawn = finish()
     assert "kiosk-1" in drawn and "offline" in drawn and "happy -> sad" in drawn
+    assert "happy 50% sad 50%" in drawn  # the emotion mix column: appeared happy, changed to sad
 
 
-def test_watch_counts_seq_gaps_and_rejects_garbage(broker, watching):
-    view, _ = watching
-    raw = Subscriber(broker.port, "unused")
-    base = ('{"v":1,"device":"cam","ts":"2024-01-01T00:00:0%dZ","seq":%d,"type":"face_appeared","track":1,'
-            '"emotion":"happy","confidence":0.9,"scores":{"happy":0.9},"box":[0,0,10,10]}')
-    for seq in (1, 2, 5):  # 3 and 4 never arrive
-        raw.publish("edged/cam/events", base % (seq, seq))
-    raw.publish("edged/cam/events", "not json")
-    raw.publish("edged/cam/status", "sleeping")
-    raw.close()
-    wait_until(lambda: view.rejected == 2, what="two rejected messages")
-    assert len(view.events) == 3
-    assert view.devices["cam"].missed == 2
-    assert view.devices["cam"].last_seen_utc == 1704067205.0
+def test_watch_json_prints_snapshots(broker):
+    pub = publisher(broker.port, "kiosk-j")
+    pub.stats(STATS)
+    out, stop = io.StringIO(), threading.Event()
+    view = FleetView("edged")
+    thread = threading.Thread(target=watch, args=(MqttSettings(host="127.0.0.1", port=broker.port), None, view, stop),
+                              kwargs={"console": Console(file=out), "refresh_s": 0.05, "as_json": True}, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: '"fps": 14.8' in out.getvalue() or '"fps":14.8' in out.getvalue(), what="a JSON snapshot")
+    finally:
+        stop.set()
+        thread.join(5)
+        pub.close()
+    snapshot = json.loads(out.getvalue().splitlines()[-1])
+    assert snapshot["devices"]["kiosk-j"]["status"] == "online" and snapshot["alerts"] == []
+
+
+def _watch_once(port: int) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("EDGED_")}
+    env = {**clean, "EDGED_MQTT__HOST": "127.0.0.1", "EDGED_MQTT__PORT": str(port)}
+    return subprocess.run([sys.executable, "-m", "edged", "watch", "--once", "--json", "--wait", "0.5"], env=env,
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+
+def test_watch_once_exits_1_on_alerts(broker):
+    healthy = publisher(broker.port, "kiosk-a")
+    leaving = publisher(broker.port, "kiosk-b")
+    healthy.state([track()], time.time())
+    try:
+        result = _watch_once(broker.port)
+        assert result.returncode == 0, result.stderr
+        snapshot = json.loads(result.stdout)
+        assert {name: d["status"] for name, d in snapshot["devices"].items()} == {"kiosk-a": "online",
+                                                                                  "kiosk-b": "online"}
+        assert snapshot["devices"]["kiosk-a"]["faces"] == 1 and snapshot["alerts"] == []
+
+        leaving.close()  # retained `offline` now
+        result = _watch_once(broker.port)
+        assert result.returncode == 1, result.stderr
+        assert json.loads(result.stdout)["alerts"] == [{"device": "kiosk-b", "kind": "offline",
+                                                        "detail": json.loads(result.stdout)["alerts"][0]["detail"]}]
+    finally:
+        healthy.close()
+        leaving.close()
+
+
+def test_watch_once_says_when_the_broker_is_away():
+    clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("EDGED_")}
+    env = {**clean, "EDGED_MQTT__HOST": "127.0.0.1", "EDGED_MQTT__PORT": "1"}
+    result = subprocess.run([sys.executable, "-m", "edged", "watch", "--once", "--wait", "0.1"], env=env, cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 69 and "127.0.0.1:1" in result.stderr
 
 
 def test_render_without_devices():
     console = Console(file=io.StringIO(), width=100)
     console.print(render(FleetView("edged"), "127.0.0.1:1883 edged/+/#"))
-    assert "devices" in console.file.getvalue()
+    assert "devices" in console.file.getvalue() and "0 devices, 0 online" in console.file.getvalue()

@@ -1,0 +1,214 @@
+"""The fleet model behind `edged watch`: every device under one topic prefix, folded from its MQTT messages.
+
+No I/O and no clock of its own (callers pass `now`, UTC epoch seconds), so it can be fed by a live subscriber,
+a test, or a recorded capture. Per device: online state, last seen, fps, faces, the emotion mix over a window,
+and the `seq` stream of each topic checked for gaps, duplicates and resets (docs/mqtt.md, "seq"):
+
+- a **gap** (41 then 44) is loss: 42 and 43 are counted lost until they turn up late;
+- the **same seq with the same `ts`** is one message delivered twice (a QoS 1 redelivery, or a retained message
+  seen again after a reconnect): a duplicate;
+- a **smaller (or equal) seq** that is neither missing nor a duplicate is a reset (the device lost its counter):
+  counting starts again.
+
+Alerts: a device `offline`, a device `stale` (online but its newest payload is older than `stale_s`), events
+`lost` (a gap in the events `seq`, the topic where every message matters) and `reset`.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from edged.payloads import STATUS_OFFLINE, STATUS_ONLINE, Event, Face, State, Stats
+
+_MODELS = {"events": Event, "state": State, "stats": Stats}
+RECENT_SEQS = 4096  # how many recent (seq, ts) are remembered to tell a duplicate from a reset
+MAX_MISSING = 10_000  # missing seqs remembered individually, so a late one is recognised
+
+
+@dataclass
+class SeqStream:
+    """The `seq` numbers of one device's topic: what arrived, what is missing, what came twice."""
+
+    last: int | None = None
+    lost: int = 0  # skipped and not (yet) arrived
+    duplicates: int = 0
+    resets: int = 0
+    late: int = 0  # arrived after a bigger seq had: out of order, no longer lost
+    gaps: list[tuple[int, int]] = field(default_factory=list)  # (first, last) missing seq of each gap, newest last
+    _missing: set[int] = field(default_factory=set)
+    _recent: OrderedDict[int, str] = field(default_factory=OrderedDict)  # seq -> ts of the latest messages
+
+    def add(self, seq: int, ts: str) -> str:
+        """Fold in one message's seq and ts; returns what it was: ok, gap, duplicate, late or reset."""
+        if self._recent.get(seq) == ts:
+            self.duplicates += 1
+            return "duplicate"
+        kind = "ok"
+        if self.last is None or seq == self.last + 1:
+            self.last = seq
+        elif seq > self.last + 1:
+            first, last = self.last + 1, seq - 1
+            self.lost += last - first + 1
+            self.gaps = [*self.gaps[-9:], (first, last)]
+            if len(self._missing) + (last - first + 1) <= MAX_MISSING:
+                self._missing.update(range(first, last + 1))
+            self.last, kind = seq, "gap"
+        elif seq in self._missing:
+            self._missing.discard(seq)
+            self.lost -= 1
+            self.late += 1
+            kind = "late"
+        else:
+            self.resets += 1
+            self._missing.clear()
+            self._recent.clear()
+            self.last, kind = seq, "reset"
+        self._recent[seq] = ts
+        if len(self._recent) > RECENT_SEQS:
+            self._recent.popitem(last=False)
+        return kind
+
+
+@dataclass
+class DeviceView:
+    """What is known about one device."""
+
+    device: str
+    status: str = "unknown"
+    status_since: float | None = None  # when this watcher saw the status change (UTC epoch seconds)
+    last_seen_utc: float | None = None  # the newest payload `ts`, so a stale retained message does not look fresh
+    fps: float | None = None
+    stats: Stats | None = None
+    faces: list[Face] = field(default_factory=list)
+    seq: dict[str, SeqStream] = field(default_factory=lambda: {kind: SeqStream() for kind in _MODELS})
+    emotions: deque[tuple[float, str]] = field(default_factory=deque)  # (received, emotion) of recent events
+
+    @property
+    def events_lost(self) -> int:
+        return self.seq["events"].lost
+
+
+@dataclass(frozen=True)
+class Alert:
+    device: str
+    kind: str  # offline, stale, lost, reset
+    detail: str
+
+
+def _epoch(ts: str) -> float:
+    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+
+
+class FleetView:
+    """Devices, their faces, emotions and seq health, and recent events, from the messages under one prefix."""
+
+    def __init__(self, prefix: str, *, window_s: float = 300.0, stale_s: float = 60.0, max_events: int = 15) -> None:
+        self.prefix = prefix
+        self.window_s = window_s
+        self.stale_s = stale_s
+        self.devices: dict[str, DeviceView] = {}
+        self.events: deque[Event] = deque(maxlen=max_events)
+        self.rejected = 0  # messages that are not contract payloads
+
+    def apply(self, topic: str, payload: bytes, now: float) -> None:
+        """Fold in one message received at `now`; malformed ones are counted in `rejected`, never raised."""
+        parts = topic.split("/")
+        if len(parts) != 3 or parts[0] != self.prefix:
+            self.rejected += 1
+            return
+        _, device_id, kind = parts
+        device = self.devices.setdefault(device_id, DeviceView(device_id))
+        if not payload:
+            return  # an empty payload clears a retained message
+        if kind == "status":
+            status = payload.decode("utf-8", "replace")
+            if status not in (STATUS_ONLINE, STATUS_OFFLINE):
+                self.rejected += 1
+            elif status != device.status:
+                device.status, device.status_since = status, now
+            return
+        model = _MODELS.get(kind)
+        if model is None:
+            self.rejected += 1
+            return
+        try:
+            message = model.model_validate_json(payload)
+        except ValidationError:
+            self.rejected += 1
+            return
+        if device.seq[kind].add(message.seq, message.ts) == "duplicate":
+            return  # already folded in
+        device.last_seen_utc = max(device.last_seen_utc or 0.0, _epoch(message.ts))
+        if isinstance(message, Event):
+            self.events.appendleft(message)
+            if message.type != "face_left":  # an emotion shown from now on: appeared, or changed to
+                device.emotions.append((now, message.emotion))
+        elif isinstance(message, State):
+            device.faces = message.faces
+        elif isinstance(message, Stats):
+            device.stats, device.fps = message, message.fps
+
+    def emotion_mix(self, device: DeviceView | None, now: float) -> dict[str, float]:
+        """Share (0-1) of each emotion among the faces that appeared with it or changed to it within the window;
+        of one device, or of the whole fleet when `device` is None. Largest first."""
+        counts: dict[str, int] = {}
+        for d in [device] if device else self.devices.values():
+            while d.emotions and d.emotions[0][0] < now - self.window_s:
+                d.emotions.popleft()
+            for _, emotion in d.emotions:
+                counts[emotion] = counts.get(emotion, 0) + 1
+        total = sum(counts.values())
+        return {e: round(n / total, 3) for e, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))}
+
+    def alerts(self, now: float) -> list[Alert]:
+        """What an operator should look at, device by device."""
+        out = []
+        for name in sorted(self.devices):
+            d = self.devices[name]
+            if d.status == STATUS_OFFLINE:
+                out.append(Alert(name, "offline", "offline" + _since(d.last_seen_utc, now, " last seen ")))
+            elif d.status == STATUS_ONLINE and d.last_seen_utc is not None and now - d.last_seen_utc > self.stale_s:
+                out.append(Alert(name, "stale", f"online, but nothing new for {now - d.last_seen_utc:.0f} s"))
+            events = d.seq["events"]
+            if events.lost:
+                ranges = ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in events.gaps[-3:])
+                out.append(Alert(name, "lost", f"{events.lost} events lost (seq {ranges})"))
+            if events.resets:
+                out.append(Alert(name, "reset", f"events seq went back {events.resets} time(s), now at {events.last}"))
+        return out
+
+    def snapshot(self, now: float) -> dict[str, Any]:
+        """Everything as plain JSON-able data, for `edged watch --json`."""
+        devices = {}
+        for name in sorted(self.devices):
+            d = self.devices[name]
+            devices[name] = {
+                "status": d.status,
+                "last_seen_ago_s": None if d.last_seen_utc is None else round(now - d.last_seen_utc, 1),
+                "fps": d.fps,
+                "faces": len(d.faces),
+                "emotions_now": sorted({f.emotion for f in d.faces}),
+                "emotion_mix": self.emotion_mix(d, now),
+                "seq": {kind: {"last": s.last, "lost": s.lost, "duplicates": s.duplicates, "resets": s.resets,
+                               "late": s.late} for kind, s in d.seq.items()},
+            }
+        online = sum(d.status == STATUS_ONLINE for d in self.devices.values())
+        return {
+            "prefix": self.prefix,
+            "window_s": self.window_s,
+            "devices": devices,
+            "fleet": {"devices": len(self.devices), "online": online,
+                      "faces": sum(len(d.faces) for d in self.devices.values()),
+                      "emotion_mix": self.emotion_mix(None, now)},
+            "alerts": [{"device": a.device, "kind": a.kind, "detail": a.detail} for a in self.alerts(now)],
+            "rejected": self.rejected,
+        }
+
+
+def _since(ts_utc: float | None, now: float, prefix: str) -> str:
+    return "" if ts_utc is None else f"{prefix}{max(0.0, now - ts_utc):.0f} s ago"

@@ -1,0 +1,118 @@
+"""The fleet model: seq health (gap, duplicate, late, reset), emotion mix and alerts, fed by real MQTT traffic
+from edged's own publishers and from a raw client injecting a gap, a redelivery and a reset."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from mosquitto import Subscriber, wait_until
+from test_publisher import STATS, track
+
+from edged import __version__
+from edged.faces import TrackEvent
+from edged.fleet import FleetView, SeqStream
+from edged.publisher import MqttPublisher
+from edged.settings import MqttSettings
+from edged.watch import watch
+
+EVENT = ('{"v":1,"device":"%s","ts":"%s","seq":%d,"type":"face_appeared","track":1,'
+         '"emotion":"%s","confidence":0.9,"scores":{"happy":0.9},"box":[0,0,10,10]}')
+
+
+def ts(second: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(second))
+
+
+def test_seq_stream_tells_gaps_duplicates_late_arrivals_and_resets():
+    stream = SeqStream()
+    kinds = [stream.add(seq, ts(at)) for seq, at in
+             [(1, 1), (2, 2), (2, 2), (5, 5), (3, 3), (6, 6), (4, 4), (4, 4), (1, 100), (2, 101)]]
+    assert kinds == ["ok", "ok", "duplicate", "gap", "late", "ok", "late", "duplicate", "reset", "ok"]
+    assert (stream.lost, stream.duplicates, stream.late, stream.resets, stream.last) == (0, 2, 2, 1, 2)
+    assert stream.gaps == [(3, 4)]
+
+    after_reset = SeqStream()
+    for seq in (7, 8, 12):
+        after_reset.add(seq, ts(seq))
+    assert after_reset.lost == 3 and after_reset.add(3, ts(50)) == "reset" and after_reset.lost == 3
+
+
+def test_emotion_mix_counts_events_within_the_window():
+    view = FleetView("edged", window_s=60)
+    for i, (device, emotion, at) in enumerate([("a", "happy", 0), ("a", "sad", 50), ("a", "happy", 100),
+                                                ("b", "neutral", 100)]):
+        view.apply(f"edged/{device}/events", (EVENT % (device, ts(1_700_000_000 + at), i + 1, emotion)).encode(),
+                   now=1_700_000_000 + at)
+    now = 1_700_000_100 + 5
+    assert view.emotion_mix(view.devices["a"], now) == {"happy": 0.5, "sad": 0.5}  # the first happy is too old
+    assert view.emotion_mix(None, now) == {"happy": 0.333, "neutral": 0.333, "sad": 0.333}
+
+
+@pytest.fixture
+def fleet(broker):
+    """A FleetView fed by `watch --json` machinery in a thread (output discarded) from the real broker."""
+    import io
+
+    from rich.console import Console
+
+    view, stop = FleetView("edged", stale_s=3600), threading.Event()
+    thread = threading.Thread(target=watch, args=(MqttSettings(host="127.0.0.1", port=broker.port), None, view, stop),
+                              kwargs={"console": Console(file=io.StringIO()), "refresh_s": 0.2, "as_json": True},
+                              daemon=True)
+    thread.start()
+    probe = Subscriber(broker.port, "unused")
+    probe.publish("edged/probe/status", "online", retain=True)
+    wait_until(lambda: "probe" in view.devices, what="the fleet view to subscribe")
+    probe.publish("edged/probe/status", b"", retain=True)
+    probe.close()
+    view.devices.pop("probe")
+    yield view
+    stop.set()
+    thread.join(5)
+
+
+def test_fleet_of_publishers_with_an_injected_gap_duplicate_and_reset(broker, fleet):
+    settings = MqttSettings(host="127.0.0.1", port=broker.port, state_interval_s=0)
+    pubs = [MqttPublisher(settings, f"kiosk-{i}", None, "emotions-test", __version__) for i in range(5)]
+    raw = Subscriber(broker.port, "unused")
+    try:
+        for pub in pubs:
+            pub.start()
+        for pub in pubs:
+            assert pub.wait_connected(5)
+        now = time.time()
+        for i, pub in enumerate(pubs):  # 5 healthy kiosks, i faces each, a complete events stream
+            tracks = [track(id_=n, emotion="happy" if n % 2 else "neutral", x=10 + 80 * n) for n in range(i)]
+            for t in tracks:
+                pub.event(TrackEvent("face_appeared", t, now))
+            pub.state(tracks, now)
+            pub.stats({**STATS, "fps": 10.0 + i})
+        # kiosk-x: 1, 2, 2 again (a redelivery), 5 (3 and 4 lost), then 1 with a new ts (its counter was reset)
+        sent = [(1, 0), (2, 1), (2, 1), (5, 4), (1, 10)]
+        for seq, at in sent:
+            raw.publish("edged/kiosk-x/events", EVENT % ("kiosk-x", ts(int(now) + at), seq, "sad"))
+        raw.publish("edged/kiosk-x/status", "online", retain=True)
+        pubs[4].close()  # kiosk-4 goes offline
+
+        wait_until(lambda: len(fleet.devices) == 6 and fleet.devices["kiosk-4"].status == "offline"
+                   and fleet.devices["kiosk-x"].seq["events"].resets == 1
+                   and all(fleet.devices[f"kiosk-{i}"].fps == 10.0 + i for i in range(5)), what="the whole fleet")
+        snapshot = fleet.snapshot(time.time())
+    finally:
+        for pub in pubs:
+            pub.close(timeout=1.0)
+        raw.close()
+
+    assert [snapshot["devices"][f"kiosk-{i}"]["faces"] for i in range(5)] == [0, 1, 2, 3, 4]
+    assert snapshot["fleet"]["faces"] == 10 and snapshot["fleet"]["online"] == 5  # 4 kiosks and kiosk-x
+    assert [snapshot["devices"][f"kiosk-{i}"]["seq"]["events"]["last"] for i in range(5)] == [None, 1, 2, 3, 4]
+    assert all(snapshot["devices"][f"kiosk-{i}"]["seq"]["events"]["lost"] == 0 for i in range(5))
+    x = snapshot["devices"]["kiosk-x"]["seq"]["events"]
+    assert (x["lost"], x["duplicates"], x["resets"], x["last"]) == (2, 1, 1, 1)
+    # face_appeared events: 6 neutral and 4 happy from the kiosks, 4 sad from kiosk-x (its duplicate not counted)
+    assert snapshot["fleet"]["emotion_mix"] == {"neutral": 0.429, "happy": 0.286, "sad": 0.286}
+    alerts = {(a["device"], a["kind"]) for a in snapshot["alerts"]}
+    assert alerts == {("kiosk-4", "offline"), ("kiosk-x", "lost"), ("kiosk-x", "reset")}
+    assert "2 events lost (seq 3-4)" in {a["detail"] for a in snapshot["alerts"]}
