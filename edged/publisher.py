@@ -382,7 +382,9 @@ class MqttPublisher:
 
 
 def _ssl_reason(exc: ssl.SSLError) -> str:
-    return getattr(exc, "verify_message", None) or exc.reason or str(exc)
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"certificate verify failed ({exc.verify_message})"
+    return exc.reason or str(exc)
 
 
 def _key(faces: list[Face]) -> frozenset[tuple[int, str]]:

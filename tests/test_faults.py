@@ -1,5 +1,6 @@
 """Faults with real parts: the daemon (`edged run` in a subprocess) on the sample clip, a real Mosquitto that is
-stopped and restarted, a daemon SIGKILLed mid-stream, a broker that is down at start.
+stopped and restarted, a daemon SIGKILLed mid-stream, a broker that is down at start; and a real HTTP camera
+stream (MJPEG, served by the stdlib, read by OpenCV) that goes away and comes back.
 
 To get many events out of a 12 s clip, the tracker is tuned so that every detection starts a new track
 (IoU threshold 0.99, one hit, gone after 10 ms): about 216 events per play (a face_appeared and a face_left per
@@ -9,6 +10,7 @@ frame with a face). Each test prints sent / received / lost / duplicated and the
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import sqlite3
@@ -16,15 +18,21 @@ import subprocess
 import sys
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import paho.mqtt.client as paho
 import pytest
 from media import ROOT, SAMPLE_CLIP, require_model
-from mosquitto import Mosquitto, wait_until
+from mosquitto import Mosquitto, free_port, wait_until
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edged.camera.capture import Capture
+from edged.camera.opencv import OpenCVSource
+from edged.camera.queue import FrameQueue
 from edged.outbox import FILE_NAME
+from edged.pipeline import build
+from edged.settings import load_settings
 
 DEVICE = "faulty"
 EVENTS = f"edged/{DEVICE}/events"
@@ -201,3 +209,122 @@ def test_broker_down_at_start_then_everything_is_delivered(tmp_path):
                               first_event_after_broker_up_s=(first or up_at) - up_at)
     assert sent > 100 and left == 0 and lost == 0
     assert "cannot reach MQTT broker" in stderr
+
+
+class MjpegServer:
+    """A real MJPEG-over-HTTP camera (multipart/x-mixed-replace, as many IP cameras serve), written with the stdlib
+    and read by OpenCV's FFmpeg backend: `stop()` drops every viewer and closes the port, as a camera losing power
+    does; `start()` serves again on the same port. It loops the sample clip's first 30 frames at 30 fps."""
+
+    def __init__(self) -> None:
+        import cv2
+
+        capture = cv2.VideoCapture(str(SAMPLE_CLIP))
+        self.jpegs = []
+        while len(self.jpegs) < 30:
+            ok, image = capture.read()
+            assert ok
+            self.jpegs.append(cv2.imencode(".jpg", image)[1].tobytes())
+        capture.release()
+        self.port = free_port()
+        self._server: ThreadingHTTPServer | None = None
+        self._stopping = threading.Event()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/stream.mjpg"
+
+    def start(self) -> MjpegServer:
+        jpegs, stopping = self.jpegs, threading.Event()
+        self._stopping = stopping
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+                self.end_headers()
+                i = 0
+                try:
+                    while not stopping.is_set():
+                        jpeg = jpegs[i % len(jpegs)]
+                        self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n%s\r\n"
+                                         % (len(jpeg), jpeg))
+                        i += 1
+                        stopping.wait(1 / 30)
+                except OSError:
+                    pass
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._stopping.set()
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
+@pytest.fixture
+def mjpeg_camera():
+    server = MjpegServer()
+    yield server
+    server.stop()
+
+
+def test_http_camera_that_goes_away_is_reopened_and_logged_once_each(mjpeg_camera, caplog):
+    caplog.set_level(logging.DEBUG, logger="edged.camera.capture")
+    mjpeg_camera.start()
+    source = OpenCVSource("url", mjpeg_camera.url)
+    source.open()
+    queue, stop = FrameQueue(2), threading.Event()
+    capture = Capture(source, queue, stop, backoff_min_s=0.05, backoff_max_s=0.2)
+    capture.start()
+    try:
+        assert queue.get(5.0) is not None and capture.camera_ok
+        mjpeg_camera.stop()
+        lost_at = time.monotonic()
+        wait_until(lambda: not capture.camera_ok, what="the loss to be noticed")
+        time.sleep(1.0)  # several failed reopen attempts
+        mjpeg_camera.start()
+        wait_until(lambda: capture.camera_ok, timeout=10, what="the camera back")
+        back_at = time.monotonic()
+        while queue.get(0.01) is not None:  # frames from before the loss
+            pass
+        assert queue.get(5.0) is not None, "frames flow again"
+    finally:
+        stop.set()
+        capture.join(5)
+        source.close()
+    messages = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    attempts = [r for r in caplog.records if "still unavailable" in r.getMessage()]
+    print(f"\n[camera loss] down {back_at - lost_at:.2f} s, {len(attempts) + 1} reopen attempts, recovered")
+    assert capture.reconnects == 1 and len(attempts) >= 3
+    assert sum("camera lost" in m for m in messages) == 1 and sum("camera back" in m for m in messages) == 1
+
+
+def test_daemon_starts_without_its_http_camera_and_picks_it_up_when_it_appears(mjpeg_camera):
+    from test_pipeline import RecordingPublisher
+
+    settings = load_settings({"EDGED_CAMERA__SOURCE": mjpeg_camera.url, "EDGED_CAMERA__REOPEN_BACKOFF_MAX_S": "0.2",
+                              "EDGED_MODEL__PATH": str(require_model())})
+    publisher, stop = RecordingPublisher(), threading.Event()
+    pipeline = build(settings, lambda model_id: publisher, stop)  # the camera is not there: no exception
+    result: list[dict] = []
+    runner = threading.Thread(target=lambda: result.append(pipeline.run()))
+    runner.start()
+    try:
+        time.sleep(1.5)
+        assert pipeline.frames == 0 and not pipeline.stats()["camera_ok"]
+        assert "camera lost, reopening" in pipeline.status_line()
+        mjpeg_camera.start()
+        wait_until(lambda: pipeline.frames >= 10, timeout=15, what="frames from the camera")
+    finally:
+        stop.set()
+        runner.join(15)
+    assert result and result[0]["camera_ok"] and result[0]["camera_reconnects"] == 1
+    assert publisher.closed
