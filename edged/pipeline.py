@@ -196,7 +196,7 @@ def build(settings: Settings, make_publisher: Callable[[str], Publisher], stop: 
     try:
         source.open()
     except CameraError as exc:
-        if source_kind(camera.source) == "file":
+        if is_file:
             raise
         source_error = exc  # the capture thread logs it once and retries
     try:
