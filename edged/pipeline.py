@@ -3,8 +3,9 @@
 One processing loop on the calling thread, one capture thread, and whatever thread the publisher runs
 (paho's network loop). Per-frame figures go into rolling stats published every `stats_interval_s`,
 never into the log. Under systemd the loop also reports to the service manager (`edged.notify`): READY once
-running, WATCHDOG after processing a frame or while the capture thread is reopening a lost camera (so a read that
-hangs gets the service restarted by `WatchdogSec=`, while an unplugged camera is waited for without a crash loop),
+running, WATCHDOG after processing a frame or while the capture thread cannot open an absent camera (so a camera
+that opens but delivers nothing, or a read that hangs, gets the service restarted by `WatchdogSec=`, while an
+unplugged camera or a stream that is down is waited for without a crash loop),
 a one-line STATUS every `status_interval_s`, STOPPING on the way out.
 
 Shutdown (SIGTERM, SIGINT, the end of a file): capture stops, faces still in view get their `face_left`, the last
@@ -87,7 +88,7 @@ class Pipeline:
                 elif self.queue.finished:
                     break
                 now = time.monotonic()
-                alive = frame is not None or not self.capture.camera_ok  # processing, or patiently reopening
+                alive = frame is not None or self.capture.absent  # processing, or waiting for an absent camera
                 if alive and watchdog_s is not None and now >= next_watchdog:
                     self.notifier.watchdog()
                     next_watchdog = now + watchdog_s
@@ -158,7 +159,7 @@ class Pipeline:
         camera = "ok" if self.capture.camera_ok else "lost, reopening"
         backlog = self.publisher.backlog
         return (f"{self.rate.per_second():.1f} fps, {faces} face{'' if faces == 1 else 's'} in view, "
-                f"camera {camera} ({self.capture.reconnects} reconnects), broker {broker}, "
+                f"broker {broker}, camera {camera} ({self.capture.reconnects} reconnects), "
                 f"{backlog} events in the outbox, {self.frames} frames")
 
     def _shutdown(self) -> None:

@@ -290,8 +290,10 @@ def test_http_camera_that_goes_away_is_reopened_and_logged_once_each(mjpeg_camer
         lost_at = time.monotonic()
         wait_until(lambda: not capture.camera_ok, what="the loss to be noticed")
         time.sleep(1.0)  # several failed reopen attempts
+        assert capture.absent
         mjpeg_camera.start()
         wait_until(lambda: capture.camera_ok, timeout=10, what="the camera back")
+        assert not capture.absent
         back_at = time.monotonic()
         while queue.get(0.01) is not None:  # frames from before the loss
             pass
@@ -320,6 +322,7 @@ def test_daemon_starts_without_its_http_camera_and_picks_it_up_when_it_appears(m
     try:
         time.sleep(1.5)
         assert pipeline.frames == 0 and not pipeline.stats()["camera_ok"]
+        assert pipeline.capture.absent  # so the systemd watchdog is fed while waiting: no restart loop
         assert "camera lost, reopening" in pipeline.status_line()
         mjpeg_camera.start()
         wait_until(lambda: pipeline.frames >= 10, timeout=15, what="frames from the camera")

@@ -22,6 +22,8 @@ class Capture:
     The queue is closed when the thread ends, which tells the consumer the stream is over.
     Decode times (read + grayscale, ms) go to `decode_ms`. A source that failed to open (`opened=False`) or
     is lost later is reopened with backoff; `camera_ok` is False meanwhile, `reconnects` counts recoveries.
+    `absent` is True while opening it fails (unplugged, stream down): the pipeline tells systemd's watchdog
+    that waiting for it is alive, unlike a camera that opens and then delivers nothing (a wedged driver).
     """
 
     def __init__(self, source: FrameSource, queue: FrameQueue, stop: threading.Event, *, lossless: bool = False,
@@ -39,6 +41,7 @@ class Capture:
         self.reconnects = 0
         self._lost: CameraError | None = opened  # why the source is not open yet, if it is not
         self.camera_ok = opened is None
+        self.absent = opened is not None
         self._thread = threading.Thread(target=self._run, name="edged-capture", daemon=True)
 
     def start(self) -> None:
@@ -105,10 +108,11 @@ class Capture:
             try:
                 self.source.open()
             except CameraError as exc:
+                self.absent = True
                 delay = min(delay * 2, self.backoff_max_s)
                 logger.debug("camera still unavailable (next try in %.1f s): %s", delay, exc)
                 continue
             self.reconnects += 1
-            self.camera_ok = True
+            self.camera_ok, self.absent = True, False
             logger.info("camera back after %.1f s (%d attempts)", time.monotonic() - since, attempts)
             return True
