@@ -56,6 +56,10 @@ class SerialisingPublisher:
     def connected(self) -> bool:
         return self._open
 
+    @property
+    def backlog(self) -> int:
+        return 0  # nothing is ever waiting: payloads are discarded once serialised
+
     def start(self) -> None:
         self._open = True
 

@@ -19,7 +19,7 @@ Check = tuple[str, bool, str]
 
 
 def run_checks(broker_timeout_s: float | None = 10.0) -> Iterator[Check]:
-    """Configuration, cascade, model, camera, broker (skipped when `broker_timeout_s` is None)."""
+    """Configuration, cascade, model, camera, outbox, broker (skipped when `broker_timeout_s` is None)."""
     from edged.settings import load_settings
 
     try:
@@ -31,6 +31,7 @@ def run_checks(broker_timeout_s: float | None = 10.0) -> Iterator[Check]:
     yield _guard("cascade", _cascade, settings)
     yield _guard("model", _model, settings)
     yield _guard("camera", _camera, settings)
+    yield _guard("outbox", _outbox, settings)
     if broker_timeout_s is not None:
         yield _guard("broker", _broker, settings, broker_timeout_s)
 
@@ -69,6 +70,32 @@ def _camera(settings: Settings) -> str:
         raise CameraError(f"camera source {settings.camera.source!r} opened but delivered no frame")
     height, width = frame.gray.shape[:2]
     return f"{settings.camera.source}: one {width}x{height} frame read"
+
+
+def _outbox(settings: Settings) -> str:
+    """Read-only: `edged check` runs as root from install.sh and must not leave a root-owned spool behind."""
+    import os
+    import sqlite3
+
+    from edged.errors import ConfigError, OutboxError
+    from edged.outbox import FILE_NAME
+
+    state = settings.state_dir
+    path = state / FILE_NAME
+    if not path.exists():
+        existing = next(p for p in (state, *state.parents) if p.exists())
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            raise ConfigError(f"EDGED_STATE_DIR={state}: {existing} is not a writable directory")
+        return f"{path}: not made yet (the first run makes it)"
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2.0)
+        try:
+            depth = db.execute("SELECT count(*) FROM messages").fetchone()[0]
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise OutboxError(f"{path} cannot be read ({exc}); the daemon moves a corrupt one aside at start") from None
+    return f"{path}: {depth} events waiting"
 
 
 def _broker(settings: Settings, timeout_s: float) -> str:

@@ -1,7 +1,8 @@
 """The `edged` command line: run the daemon, check an installation, show the configuration, try images, watch.
 
-Exit status: 0 ok; 1 a check failed or an image could not be read; 2 bad command line; 69 the camera or
-broker is unavailable; 78 configuration (a bad EDGED_* variable, the model or the Haar cascade).
+Exit status: 0 ok; 1 a check failed or an image could not be read; 2 bad command line; 69 the camera, broker or
+the outbox's disk is unavailable; 78 configuration (a bad EDGED_* variable, the model, the Haar cascade, a video
+file that is missing or unreadable, a state directory that cannot be written).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edged import __version__
-from edged.errors import BrokerError, CameraError, CascadeError, ConfigError, EdgedError, ModelError
+from edged.errors import BrokerError, CameraError, CascadeError, ConfigError, EdgedError, ModelError, OutboxError
 
 EXIT_OK, EXIT_FAILED, EXIT_UNAVAILABLE, EXIT_CONFIG = 0, 1, 69, 78  # sysexits.h: EX_UNAVAILABLE, EX_CONFIG
 
@@ -41,8 +42,8 @@ camera sources (EDGED_CAMERA__SOURCE): 0 or /dev/video0 (V4L2), picamera2 (Raspb
   gst:<pipeline ending in appsink> (needs an OpenCV with GStreamer, e.g. JetPack's), rtsp://... or
   http://... streams, or a video file (it ends, and `edged run` exits 0 after publishing what is pending).
 
-exit status: 0 ok, 1 a check or an image failed, 2 usage, 69 camera or broker unavailable,
-  78 configuration (bad variable, model or Haar cascade)."""
+exit status: 0 ok, 1 a check or an image failed, 2 usage, 69 camera, broker or outbox disk unavailable,
+  78 configuration (bad variable, model, Haar cascade, video file or state directory)."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ModelError, CascadeError) as exc:
         print(f"edged: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    except (CameraError, BrokerError) as exc:
+    except (CameraError, BrokerError, OutboxError) as exc:
         print(f"edged: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE
     except EdgedError as exc:
@@ -150,16 +151,25 @@ def _run(args: argparse.Namespace) -> int:
         logging.getLogger().setLevel(settings.log_level)
     from edged.discovery import discovery_for
     from edged.notify import Notifier
+    from edged.outbox import Outbox
     from edged.pipeline import build
     from edged.publisher import MqttPublisher
 
     stop = _stop_on_signals()
     notifier = Notifier.from_env()  # systemd's NOTIFY_SOCKET and WATCHDOG_USEC; a no-op elsewhere
+    box = settings.outbox
 
     def make_publisher(model_id: str) -> MqttPublisher:
+        outbox = Outbox.open(settings.state_dir, max_messages=box.max_messages, max_bytes=int(box.max_mb * 1e6),
+                             max_age_s=box.max_age_s)
+        logger.info("outbox %s: %d events waiting from before", outbox.path, outbox.depth)
         discovery = discovery_for(settings.homeassistant, settings.mqtt, settings.device_id, model_id, __version__)
-        return MqttPublisher(settings.mqtt, settings.device_id, settings.mqtt_password, model_id, __version__,
-                             discovery=discovery)
+        try:
+            return MqttPublisher(settings.mqtt, settings.device_id, settings.mqtt_password, model_id, __version__,
+                                 outbox=outbox, inflight=box.inflight, discovery=discovery)
+        except BaseException:
+            outbox.close()
+            raise
 
     pipeline = build(settings, make_publisher, stop, notifier)
     logger.info("edged %s running as %s", __version__, settings.device_id)

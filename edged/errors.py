@@ -6,6 +6,9 @@ EdgedError
  +-- CascadeError       the Haar cascade file is missing or loads empty
  +-- CameraError        the frame source cannot be opened or stopped delivering frames
  +-- BrokerError        the MQTT broker refused us or cannot be reached (bad credentials, TLS failure)
+ +-- OutboxError        the event spool in EDGED_STATE_DIR cannot be written (disk full, I/O error)
+
+A state directory that cannot be a directory at all (a file in the way, no permission) is a ConfigError.
 """
 
 
@@ -31,3 +34,7 @@ class CameraError(EdgedError):
 
 class BrokerError(EdgedError):
     """The MQTT broker cannot be reached or refused the connection."""
+
+
+class OutboxError(EdgedError):
+    """The on-disk event spool cannot be opened or written; the message names the file."""

@@ -177,6 +177,19 @@ class Stats(Envelope):
     version: str = Field(description="edged version")
     model_id: str = Field(description="Identifier of the emotion model in use")
     cpu_temp_c: float | None = Field(description="CPU temperature in °C, null where the board has no sensor")
+    # Added within v1 (optional for readers of older releases): the camera and the outbox.
+    camera_ok: bool = Field(True, description="False while the camera is lost and being reopened")
+    camera_reconnects: int = Field(0, ge=0, description="Times the camera was lost and reopened since start")
+    outbox_depth: int = Field(0, ge=0, description="Events spooled on disk, not yet acknowledged by the broker")
+    outbox_dropped_full: int = Field(
+        0, ge=0, description="Events dropped since start because the outbox was full (oldest first): a seq gap"
+    )
+    outbox_dropped_expired: int = Field(
+        0, ge=0, description="Events dropped since start because they waited longer than EDGED_OUTBOX__MAX_AGE_S"
+    )
+    outbox_write_errors: int = Field(
+        0, ge=0, description="Events lost since start because the outbox could not be written (disk full)"
+    )
 
     def to_json(self) -> str:
         return self.model_dump_json()  # cpu_temp_c stays, as null: the key is always there

@@ -3,8 +3,13 @@
 One processing loop on the calling thread, one capture thread, and whatever thread the publisher runs
 (paho's network loop). Per-frame figures go into rolling stats published every `stats_interval_s`,
 never into the log. Under systemd the loop also reports to the service manager (`edged.notify`): READY once
-running, WATCHDOG only after processing a frame (a camera that stops delivering gets the service restarted by
-`WatchdogSec=`), a one-line STATUS every `status_interval_s`, STOPPING on the way out.
+running, WATCHDOG after processing a frame or while the capture thread cannot open an absent camera (so a camera
+that opens but delivers nothing, or a read that hangs, gets the service restarted by `WatchdogSec=`, while an
+unplugged camera or a stream that is down is waited for without a crash loop),
+a one-line STATUS every `status_interval_s`, STOPPING on the way out.
+
+Shutdown (SIGTERM, SIGINT, the end of a file): capture stops, faces still in view get their `face_left`, the last
+state goes out, and the publisher gets `close_timeout_s` to have the spooled events acknowledged before `offline`.
 """
 
 from __future__ import annotations
@@ -15,11 +20,12 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from edged.camera import FrameSource, open_source, source_kind
+from edged.camera import FrameSource, make_source, source_kind
 from edged.camera.capture import Capture
 from edged.camera.queue import FrameQueue
 from edged.classifier import EmotionClassifier
 from edged.detector import FaceDetector, HaarDetector
+from edged.errors import CameraError
 from edged.faces import Detection, Frame
 from edged.notify import Notifier
 from edged.roi import GuidedDetector
@@ -45,16 +51,18 @@ class Pipeline:
     def __init__(self, source: FrameSource, detector: FaceDetector, classifier: EmotionClassifier, tracker: Tracker,
                  publisher: Publisher, stop: threading.Event, *, queue_size: int = 2, lossless: bool = False,
                  paced: bool = False, backoff_max_s: float = 30.0, stats_interval_s: float = 10.0,
-                 notifier: Notifier | None = None, status_interval_s: float = 5.0) -> None:
+                 notifier: Notifier | None = None, status_interval_s: float = 5.0, close_timeout_s: float = 5.0,
+                 source_error: CameraError | None = None) -> None:
         self.source, self.detector, self.classifier = source, detector, classifier
         self.tracker, self.publisher, self.stop = tracker, publisher, stop
         self.stats_interval_s = stats_interval_s
         self.notifier = notifier or Notifier()
         self.status_interval_s = status_interval_s
+        self.close_timeout_s = close_timeout_s
         self.queue = FrameQueue(queue_size)
         self._capture_stop = threading.Event()  # the caller's `stop` stays theirs; this one ends our thread
         self.capture = Capture(source, self.queue, self._capture_stop, lossless=lossless, paced=paced,
-                               backoff_max_s=backoff_max_s)
+                               backoff_max_s=backoff_max_s, opened=source_error)
         self.latency_ms = {stage: Rolling() for stage in STAGES if stage != "decode"}
         self.latency_ms["decode"] = self.capture.decode_ms
         self.rate = Rate()
@@ -82,7 +90,8 @@ class Pipeline:
                 elif self.queue.finished:
                     break
                 now = time.monotonic()
-                if frame is not None and watchdog_s is not None and now >= next_watchdog:
+                alive = frame is not None or self.capture.absent  # processing, or waiting for an absent camera
+                if alive and watchdog_s is not None and now >= next_watchdog:
                     self.notifier.watchdog()
                     next_watchdog = now + watchdog_s
                 if now >= next_stats:
@@ -93,11 +102,12 @@ class Pipeline:
                     next_status = now + self.status_interval_s
             if self.capture.error is not None:
                 raise self.capture.error
-            if not self.stop.is_set():  # the file ended: say goodbye to every face still in view
+            if not self.stop.is_set():
                 logger.info("end of %s after %d frames", getattr(self.source, "source", "stream"), self.frames)
-                for event in self.tracker.flush(self._last_utc):
-                    self.publisher.event(event)
-                self.publisher.state(self.tracker.tracks, self._last_utc)
+            # Stopped or ended: say goodbye to every face still in view (spooled, so sent now or at the next start).
+            for event in self.tracker.flush(self._last_utc):
+                self.publisher.event(event)
+            self.publisher.state(self.tracker.tracks, self._last_utc)
             final = self.stats()
             self.publisher.stats(final)
             return final
@@ -142,14 +152,19 @@ class Pipeline:
             "faces_seen": self.faces_seen,
             "queue_depth": len(self.queue),
             "uptime_s": round(time.monotonic() - self._started, 1),
+            "camera_ok": self.capture.camera_ok,
+            "camera_reconnects": self.capture.reconnects,
         }
 
     def status_line(self) -> str:
-        """One line for systemd's STATUS=: fps, faces in view, broker state."""
+        """One line for systemd's STATUS=: fps, faces in view, camera and broker state, events waiting."""
         faces = len(self.tracker.tracks)
         broker = "connected" if self.publisher.connected else "disconnected"
+        camera = "ok" if self.capture.camera_ok else "lost, reopening"
+        backlog = self.publisher.backlog
         return (f"{self.rate.per_second():.1f} fps, {faces} face{'' if faces == 1 else 's'} in view, "
-                f"broker {broker}, {self.frames} frames")
+                f"broker {broker}, camera {camera} ({self.capture.reconnects} reconnects), "
+                f"{backlog} events in the outbox, {self.frames} frames")
 
     def _shutdown(self) -> None:
         self.notifier.stopping(f"stopping after {self.frames} frames")
@@ -165,7 +180,7 @@ class Pipeline:
             except Exception:
                 logger.exception("closing the camera failed")
         try:
-            self.publisher.close(timeout=5.0)
+            self.publisher.close(timeout=self.close_timeout_s)
         except Exception:
             logger.exception("closing the publisher failed")
 
@@ -174,6 +189,7 @@ def build(settings: Settings, make_publisher: Callable[[str], Publisher], stop: 
           notifier: Notifier | None = None) -> Pipeline:
     """Load the cascade and model, open the camera, then the publisher (`make_publisher(model_id)`).
 
+    A live camera that cannot be opened does not stop the start: the capture thread keeps trying.
     The detector does a full scan every `full_scan_every` frames and searches around known faces in between.
     """
     haar = HaarDetector(settings.detector)
@@ -183,7 +199,14 @@ def build(settings: Settings, make_publisher: Callable[[str], Publisher], stop: 
     tracker = Tracker(settings.tracker)
     camera = settings.camera
     is_file = source_kind(camera.source) == "file"
-    source = open_source(camera)
+    source = make_source(camera)
+    source_error = None
+    try:
+        source.open()
+    except CameraError as exc:
+        if is_file:
+            raise
+        source_error = exc  # the capture thread logs it once and retries
     try:
         publisher = make_publisher(classifier.model_id)
     except BaseException:
@@ -192,4 +215,4 @@ def build(settings: Settings, make_publisher: Callable[[str], Publisher], stop: 
     return Pipeline(source, detector, classifier, tracker, publisher, stop, queue_size=camera.queue_size,
                     lossless=is_file and not camera.realtime, paced=is_file and camera.realtime,
                     backoff_max_s=camera.reopen_backoff_max_s, stats_interval_s=settings.mqtt.stats_interval_s,
-                    notifier=notifier)
+                    notifier=notifier, close_timeout_s=settings.outbox.flush_timeout_s, source_error=source_error)

@@ -2,6 +2,12 @@
 
 Topics under `<prefix>/<device>/`: `status` (online/offline, retained, also the Last Will), `events` (QoS 1),
 `state` and `stats` (retained). paho's network thread does all I/O and reconnects with backoff by itself.
+
+Events go through the outbox (`edged.outbox`): the caller's thread writes them to disk and returns; a drain
+thread hands paho at most `inflight` of them at a time, in spool order, and deletes each on its PUBACK. So a
+backlog of 100k events after an outage never sits in paho's memory, and neither the pipeline nor the live
+state and stats wait behind it. paho resends what it holds after a reconnect; what it never got an
+acknowledgement for before the process ended is still in the spool, and sent again at the next start.
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import ssl
+import sys
 import threading
 import time
 from pathlib import Path
@@ -22,14 +29,14 @@ from pydantic import SecretStr
 from edged.discovery import HomeAssistantDiscovery
 from edged.errors import BrokerError
 from edged.faces import Track, TrackEvent
+from edged.outbox import Outbox
 from edged.payloads import STATUS_OFFLINE, STATUS_ONLINE, TOPICS, Event, Face, State, Stats, utc_iso
 from edged.settings import MqttSettings, env_name
 
 logger = logging.getLogger(__name__)
 
 THERMAL_PATH = Path("/sys/class/thermal/thermal_zone0/temp")
-# Events queued while the broker is away; beyond this they are dropped, which subscribers see as a seq gap.
-MAX_QUEUED_EVENTS = 1000
+_SSL_HINT = "; check EDGED_MQTT__CA_FILE (the CA that signed the broker's certificate) and EDGED_MQTT__HOST"
 _CREDENTIAL_REASONS = {"Bad user name or password", "Not authorized"}
 
 
@@ -44,6 +51,9 @@ class Publisher(Protocol):
 
     @property
     def connected(self) -> bool: ...
+
+    @property
+    def backlog(self) -> int: ...
 
 
 def topic(prefix: str, device_id: str, name: str) -> str:
@@ -94,7 +104,11 @@ def read_cpu_temp(path: Path = THERMAL_PATH) -> float | None:
 
 
 class MqttPublisher:
-    """Publishes events, state, stats and status for one device; thread-safe."""
+    """Publishes events (through the outbox), state, stats and status for one device; thread-safe.
+
+    outbox: the spool; None uses an in-memory one (nothing survives a restart: for `edged check` and tests).
+    inflight: most spooled events handed to paho and not yet acknowledged.
+    """
 
     def __init__(
         self,
@@ -104,6 +118,8 @@ class MqttPublisher:
         model_id: str,
         version: str,
         *,
+        outbox: Outbox | None = None,
+        inflight: int = 20,
         thermal_path: Path = THERMAL_PATH,
         discovery: HomeAssistantDiscovery | None = None,
     ) -> None:
@@ -115,29 +131,34 @@ class MqttPublisher:
         self._discovery = discovery  # Home Assistant discovery (edged/discovery.py), None when off
         self.client_id = client_id_for(mqtt, device_id)
         self.topics = {name: topic(mqtt.topic_prefix, device_id, name) for name in TOPICS}
+        self.outbox = outbox or Outbox.in_memory()
 
-        # Held while a seq is taken and its message handed to paho, so seq order is wire order.
+        # Held while a seq is taken and its state or stats message handed to paho, so seq order is wire order.
         self._lock = threading.Lock()
-        self._seq = {"events": 0, "state": 0, "stats": 0}
         self._faces: list[Face] = []  # the latest faces the pipeline reported, republished on reconnect
         self._faces_ts = time.time()
         self._faces_key: frozenset[tuple[int, str]] | None = None  # what the last published state showed
         self._state_sent_mono = -math.inf
         self._state_pending = False
 
-        # QoS 1 messages not yet acknowledged; on_publish runs under paho's own lock, so it gets its own.
-        self._acks = threading.Condition()
-        self._unacked: set[int] = set()
-        self._early_acks: set[int] = set()
+        # The drain: spooled events handed to paho (mid -> (outbox id, info)), woken by new events and acks.
+        self._window = inflight
+        self._drain_wake = threading.Condition()
+        self._kicked = True
+        self._inflight: dict[int, tuple[int, paho.MQTTMessageInfo]] = {}
+        self._drain_stop = threading.Event()
+        self._drain_thread = threading.Thread(target=self._drain, name="edged-outbox", daemon=True)
 
         self._connected = threading.Event()
         self._ever_connected = False
         self._started = False
         self._closing = False
         self._last_error: str | None = None
+        self._rejected = 0
 
         self._client = build_client(mqtt, self.client_id, password)
-        self._client.max_queued_messages_set(MAX_QUEUED_EVENTS)
+        self._client.max_inflight_messages_set(inflight)
+        self._client.max_queued_messages_set(0)  # unbounded in paho, bounded by the drain's window
         self._client.will_set(self.topics["status"], STATUS_OFFLINE, qos=1, retain=True)
         self._client.on_connect = self._on_connect
         self._client.on_connect_fail = self._on_connect_fail
@@ -152,8 +173,13 @@ class MqttPublisher:
 
     @property
     def last_error(self) -> str | None:
-        """Why the last connection attempt failed (refused CONNACK, unreachable), None once connected."""
+        """Why the last connection attempt failed (refused CONNACK, unreachable, TLS), None once connected."""
         return self._last_error
+
+    @property
+    def backlog(self) -> int:
+        """Events in the spool, not yet acknowledged by the broker."""
+        return self.outbox.depth
 
     def wait_connected(self, timeout: float) -> bool:
         """Wait up to `timeout` seconds for an accepted connection; for `edged check` and tests."""
@@ -169,14 +195,12 @@ class MqttPublisher:
             self._client.loop_start()
         except (OSError, ValueError) as exc:
             raise BrokerError(f"cannot start the MQTT client for {self._mqtt.host}:{self._mqtt.port}: {exc}") from exc
+        self._drain_thread.start()
 
     def event(self, event: TrackEvent) -> None:
-        """Publish one track event (QoS 1); queued while the broker is away."""
-        with self._lock:
-            self._seq["events"] += 1
-            payload = Event.from_track_event(event, self._device, self._seq["events"]).to_json()
-            info = self._publish("events", payload, qos=1, retain=False)
-        self._track_ack(info)
+        """Spool one track event (QoS 1) and wake the drain; never waits for the broker."""
+        self.outbox.append("events", lambda seq: Event.from_track_event(event, self._device, seq).to_json())
+        self._kick()
 
     def state(self, tracks: list[Track], ts_utc: float) -> None:
         """Report the faces in view now; published at most every state_interval_s, at once when they change."""
@@ -190,26 +214,34 @@ class MqttPublisher:
                 self._send_state()
 
     def stats(self, stats: dict[str, Any]) -> None:
-        """Publish the pipeline's figures (fps, latency_ms, frames, frames_dropped, faces_seen, queue_depth,
-        uptime_s) with version, model id and CPU temperature; retained. Skipped while disconnected."""
+        """Publish the pipeline's figures (fps, latency_ms, frames, ...) with version, model id, CPU temperature
+        and the outbox's figures; retained. Skipped while disconnected."""
         if not self.connected:
             return
         with self._lock:
-            self._seq["stats"] += 1
             payload = Stats(
                 device=self._device,
                 ts=utc_iso(time.time()),
-                seq=self._seq["stats"],
+                seq=self.outbox.next_seq("stats"),
                 version=self._version,
                 model_id=self._model_id,
                 cpu_temp_c=read_cpu_temp(self._thermal_path),
                 **stats,
+                **self.outbox_stats(),
             ).to_json()
             self._publish("stats", payload, qos=0, retain=True)
 
+    def outbox_stats(self) -> dict[str, int]:
+        """The spool's figures for the stats topic."""
+        box = self.outbox
+        return {"outbox_depth": box.depth, "outbox_dropped_full": box.dropped_full,
+                "outbox_dropped_expired": box.dropped_expired, "outbox_write_errors": box.write_errors}
+
     def close(self, timeout: float = 5.0) -> None:
-        """Flush pending state, publish `offline`, wait up to `timeout` s for QoS 1 acks, then disconnect."""
+        """Flush pending state, give the broker up to `timeout` s to acknowledge the spooled events, publish
+        `offline` last, and disconnect. What is not acknowledged by then stays in the spool for the next start."""
         if not self._started or self._closing:
+            self._close_outbox()
             return
         self._closing = True
         deadline = time.monotonic() + timeout
@@ -218,51 +250,92 @@ class MqttPublisher:
                 with self._lock:
                     if self._state_pending:
                         self._send_state()
+                self._kick()
+                with self._drain_wake:
+                    self._drain_wake.wait_for(lambda: self.outbox.depth == 0 or not self.connected,
+                                              max(0.0, deadline - time.monotonic()))
+                with self._lock:
                     info = self._publish("status", STATUS_OFFLINE, qos=1, retain=True)
-                self._track_ack(info)
-                with self._acks:
-                    if not self._acks.wait_for(lambda: not self._unacked, max(0.0, deadline - time.monotonic())):
-                        logger.warning("%d MQTT messages not acknowledged before closing", len(self._unacked))
+                try:
+                    info.wait_for_publish(max(0.5, deadline - time.monotonic()))
+                except (RuntimeError, ValueError) as exc:
+                    logger.debug("offline status not acknowledged: %s", exc)
+            if self.outbox.depth:
+                logger.warning("%d events not acknowledged by the broker: kept in %s for the next start",
+                               self.outbox.depth, self.outbox.path)
             self._client.disconnect()
         finally:
+            self._drain_stop.set()
+            self._kick()
+            if self._drain_thread.is_alive():
+                self._drain_thread.join(5.0)
             self._client.loop_stop()
             self._connected.clear()
+            self._close_outbox()
+
+    def _close_outbox(self) -> None:
+        try:
+            self.outbox.close()
+        except Exception:
+            logger.exception("closing the outbox failed")
+
+    # -- the drain thread --
+
+    def _kick(self) -> None:
+        with self._drain_wake:
+            self._kicked = True
+            self._drain_wake.notify_all()
+
+    def _drain(self) -> None:
+        """Hand spooled events to paho, at most `inflight` unacknowledged at once; delete them when acknowledged."""
+        next_expiry = 0.0
+        while not self._drain_stop.is_set():
+            with self._drain_wake:
+                self._drain_wake.wait_for(lambda: self._kicked or self._drain_stop.is_set(), timeout=1.0)
+                self._kicked = False
+                done = [mid for mid, (_, info) in self._inflight.items() if info.is_published()]
+                acked = [self._inflight.pop(mid)[0] for mid in done]
+                room = self._window - len(self._inflight)
+            try:
+                self.outbox.ack(acked)
+                if time.monotonic() >= next_expiry:  # also while disconnected, so depth shows what is still worth sending
+                    self.outbox.expire()
+                    next_expiry = time.monotonic() + 5.0
+                if room > 0 and self.connected and not self._drain_stop.is_set():
+                    for message in self.outbox.take(room):
+                        info = self._client.publish(self.topics[message.topic], message.payload, qos=1)
+                        with self._drain_wake:
+                            self._inflight[info.mid] = (message.id, info)
+            except Exception:  # this thread must not die silently; the next wake-up tries again
+                logger.exception("draining the outbox failed")
+                self._drain_stop.wait(1.0)
+            with self._drain_wake:
+                self._drain_wake.notify_all()  # close() waits on the depth
 
     # -- below: called with self._lock held, or from paho's network thread --
 
     def _publish(self, name: str, payload: str, qos: int, retain: bool) -> paho.MQTTMessageInfo:
         try:
-            info = self._client.publish(self.topics[name], payload, qos=qos, retain=retain)
+            return self._client.publish(self.topics[name], payload, qos=qos, retain=retain)
         except ValueError as exc:
             raise BrokerError(f"cannot publish on {self.topics[name]}: {exc}") from exc
-        if info.rc == paho.MQTT_ERR_QUEUE_SIZE:
-            logger.warning("MQTT queue full (%d messages): dropping %s", MAX_QUEUED_EVENTS, name)
-        return info
 
     def _send_state(self) -> None:
-        self._seq["state"] += 1
-        payload = State(device=self._device, ts=utc_iso(self._faces_ts), seq=self._seq["state"], faces=self._faces)
+        seq = self.outbox.next_seq("state")
+        payload = State(device=self._device, ts=utc_iso(self._faces_ts), seq=seq, faces=self._faces)
         self._publish("state", payload.to_json(), qos=0, retain=True)
         self._faces_key = _key(self._faces)
         self._state_sent_mono = time.monotonic()
         self._state_pending = False
 
-    def _track_ack(self, info: paho.MQTTMessageInfo) -> None:
-        if info.rc == paho.MQTT_ERR_QUEUE_SIZE:
-            return  # never queued, never acknowledged
-        with self._acks:
-            if info.mid in self._early_acks:
-                self._early_acks.discard(info.mid)
-            else:
-                self._unacked.add(info.mid)
-
     def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason: ReasonCode, properties: Any) -> None:
-        with self._acks:
-            if mid in self._unacked:
-                self._unacked.discard(mid)
-            else:
-                self._early_acks.add(mid)  # acknowledged before publish() returned to us
-            self._acks.notify_all()
+        # Runs under paho's locks: only wake the drain, which finds the acknowledged ones by info.is_published().
+        if reason.is_failure:
+            self._rejected += 1
+            if self._rejected == 1:
+                logger.error("MQTT broker %s:%s rejected a message (%s); it is dropped, not retried",
+                             self._mqtt.host, self._mqtt.port, reason)
+        self._kick()
 
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, properties: Any) -> None:
         if reason.is_failure:
@@ -275,17 +348,18 @@ class MqttPublisher:
             # State first, so a dashboard that sees `online` already has the current faces.
             with self._lock:
                 self._send_state()
-                info = self._publish("status", STATUS_ONLINE, qos=1, retain=True)
-            self._track_ack(info)
+                self._publish("status", STATUS_ONLINE, qos=1, retain=True)
         except Exception:  # an exception here would kill paho's network thread
             logger.exception("publishing state and status after connecting failed")
         self._last_error = None
         self._connected.set()
+        self._kick()  # the backlog follows the live state
         where = f"{self._mqtt.host}:{self._mqtt.port}"
         if self._ever_connected:
-            logger.info("MQTT connection to %s is back", where)
+            logger.info("MQTT connection to %s is back; %d events in the outbox", where, self.outbox.depth)
         else:
-            logger.info("connected to MQTT broker %s as %s (MQTT %s)", where, self.client_id, self._mqtt.protocol)
+            logger.info("connected to MQTT broker %s as %s (MQTT %s); %d events in the outbox", where,
+                        self.client_id, self._mqtt.protocol, self.outbox.depth)
         self._ever_connected = True
 
     def _send_discovery(self) -> None:
@@ -302,20 +376,35 @@ class MqttPublisher:
                 logger.exception("sending Home Assistant discovery again failed")
 
     def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
-        self._fail(f"cannot reach MQTT broker {self._mqtt.host}:{self._mqtt.port}; retrying")
+        # paho calls this inside its `except OSError:`, so the exception is at hand; it tells a TLS failure apart.
+        exc = sys.exc_info()[1]
+        where = f"{self._mqtt.host}:{self._mqtt.port}"
+        if isinstance(exc, ssl.SSLError):
+            self._fail(f"TLS handshake with MQTT broker {where} failed: {_ssl_reason(exc)}{_SSL_HINT}; retrying")
+        elif exc is not None:
+            self._fail(f"cannot reach MQTT broker {where}: {exc.strerror or exc}; retrying")
+        else:
+            self._fail(f"cannot reach MQTT broker {where}; retrying")
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any) -> None:
         was_connected = self._connected.is_set()
         self._connected.clear()
         if was_connected and not self._closing:
             where = f"{self._mqtt.host}:{self._mqtt.port}"
-            logger.warning("lost the MQTT connection to %s (%s); reconnecting", where, reason)
+            logger.warning("lost the MQTT connection to %s (%s); reconnecting, events wait in the outbox", where,
+                           reason)
 
     def _fail(self, message: str) -> None:
         # paho retries forever; say it once per distinct reason, not once per attempt.
         if message != self._last_error:
             logger.error("%s", message)
         self._last_error = message
+
+
+def _ssl_reason(exc: ssl.SSLError) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"certificate verify failed ({exc.verify_message})"
+    return exc.reason or str(exc)
 
 
 def _key(faces: list[Face]) -> frozenset[tuple[int, str]]:

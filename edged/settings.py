@@ -233,6 +233,27 @@ class HomeAssistantSettings(_Section):
             raise ValueError(f"must be a topic without + # and without a leading or trailing /, got {value!r}")
         return value
 
+class OutboxSettings(_Section):
+    """The on-disk spool of QoS 1 events (<state dir>/outbox.sqlite3): kept until the broker acknowledges them."""
+
+    section: ClassVar[str] = "outbox"
+
+    max_messages: int = Field(
+        100_000, ge=10, description="Most events kept in the spool; beyond it the oldest are dropped (a seq gap)"
+    )
+    max_mb: float = Field(
+        50, gt=0, le=100_000, description="Most megabytes of event payloads kept in the spool; beyond it the oldest are dropped"
+    )
+    max_age_s: float = Field(
+        86_400, gt=0, description="Events older than this are dropped instead of sent late (seconds; default one day)"
+    )
+    inflight: int = Field(
+        20, ge=1, le=1000, description="Spooled events handed to the MQTT client at once, awaiting acknowledgement"
+    )
+    flush_timeout_s: float = Field(
+        5, ge=0, le=60, description="On shutdown, longest wait for the broker to acknowledge pending events (seconds)"
+    )
+
 
 class _EnvSource(EnvSettingsSource):
     """Environment variables from the mapping `load_settings` was given instead of `os.environ`."""
@@ -282,6 +303,7 @@ class Settings(BaseSettings):
     homeassistant: HomeAssistantSettings = Field(
         default_factory=HomeAssistantSettings, description=HomeAssistantSettings.__doc__
     )
+    outbox: OutboxSettings = Field(default_factory=OutboxSettings, description=OutboxSettings.__doc__)
 
     @field_validator("device_id")
     @classmethod

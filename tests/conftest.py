@@ -9,6 +9,15 @@ import pytest
 from mosquitto import USERS, Mosquitto
 
 
+@pytest.fixture(autouse=True)
+def private_state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test's daemons keep their outbox in the test's own directory, never in ~/.local/state/edged
+    (a spool left by one test would be replayed by the next). Set like systemd does, so subprocesses inherit it."""
+    state = tmp_path / "state"
+    monkeypatch.setenv("STATE_DIRECTORY", str(state))
+    return state
+
+
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Mosquitto]:
     """An anonymous broker, fresh for each test (retained messages do not leak between tests)."""

@@ -44,11 +44,19 @@ def wait_until(predicate: Callable[[], T], timeout: float = 5.0, what: str = "co
 
 
 class Mosquitto:
-    """`mosquitto` on 127.0.0.1:<free port>; anonymous unless `users` (name -> password) are given."""
+    """`mosquitto` on 127.0.0.1:<free port>; anonymous unless `users` (name -> password) are given.
 
-    def __init__(self, workdir: Path, users: Mapping[str, str] | None = None) -> None:
+    persistent: sessions and queued messages are saved on stop and restored on the next `start()` (same port),
+    so a subscriber with a persistent session misses nothing across a broker restart.
+    tls: (certificate, key) PEM files: the listener speaks TLS only.
+    """
+
+    def __init__(self, workdir: Path, users: Mapping[str, str] | None = None, *, persistent: bool = False,
+                 tls: tuple[Path, Path] | None = None) -> None:
         self.workdir = workdir
         self.users = dict(users or {})
+        self.persistent = persistent
+        self.tls = tls
         self.port = free_port()
         self.log_path = workdir / "mosquitto.log"
         self._process: subprocess.Popen[bytes] | None = None
@@ -59,7 +67,9 @@ class Mosquitto:
             f"listener {self.port} 127.0.0.1",
             # Run as whoever runs the tests: as root, mosquitto would switch to a user that cannot read tmp files.
             f"user {getpass.getuser()}",
-            "persistence false",
+            *(["persistence true", f"persistence_location {self.workdir}/", "max_queued_messages 0"]
+              if self.persistent else ["persistence false"]),
+            *([f"certfile {self.tls[0]}", f"keyfile {self.tls[1]}"] if self.tls else []),
             f"log_dest file {self.log_path}",
             "log_type all",
         ]

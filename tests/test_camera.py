@@ -16,7 +16,7 @@ from edged.camera import open_source, source_kind
 from edged.camera.capture import Capture
 from edged.camera.opencv import OpenCVSource, has_gstreamer
 from edged.camera.queue import FrameQueue
-from edged.errors import CameraError
+from edged.errors import CameraError, ConfigError
 from edged.faces import Frame
 from edged.settings import CameraSettings
 
@@ -63,13 +63,13 @@ def test_paced_capture_plays_a_file_at_its_frame_rate():
 
 
 def test_missing_file_names_the_source():
-    with pytest.raises(CameraError, match=r"nowhere\.mp4"):
+    with pytest.raises(ConfigError, match=r"nowhere\.mp4"):
         open_source(CameraSettings(source="/nowhere.mp4"))
 
 
 @pytest.mark.skipif(has_gstreamer(), reason="this OpenCV has GStreamer")
 def test_gstreamer_without_support_points_to_system_opencv():
-    with pytest.raises(CameraError, match="JetPack"):
+    with pytest.raises(ConfigError, match="JetPack"):
         open_source(CameraSettings(source="gst:videotestsrc ! appsink"))
 
 

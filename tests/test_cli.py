@@ -125,7 +125,7 @@ def test_check_passes_on_a_ready_installation(broker):
     lines = result.stdout.splitlines()
     assert result.returncode == EXIT_OK, result.stdout + result.stderr
     assert [line.split()[:2] for line in lines] == [["PASS", item] for item in
-                                                     ("config", "cascade", "model", "camera", "broker")]
+                                                     ("config", "cascade", "model", "camera", "outbox", "broker")]
 
 
 def test_check_fails_on_refused_credentials(auth_broker):

@@ -137,6 +137,7 @@ class HungCamera:
 
 class SilentPublisher:
     connected = True
+    backlog = 0
 
     def start(self) -> None: ...
     def event(self, event) -> None: ...

@@ -26,6 +26,10 @@ class RecordingPublisher:
     def connected(self) -> bool:
         return self.started and not self.closed
 
+    @property
+    def backlog(self) -> int:
+        return 0
+
     def start(self) -> None:
         self.started = True
 
@@ -70,10 +74,14 @@ def test_sample_clip_end_to_end():
     assert publisher.states[-1] == []  # nobody in view at the end
 
 
-def test_stop_event_ends_the_run_without_flushing():
+def test_stop_event_ends_the_run_saying_goodbye_to_faces_in_view():
+    # SIGTERM sets `stop`: the astronaut is on screen at frame 30, so a face_left for it goes out before close.
     model = require_model()
     stop = threading.Event()
     publisher = RecordingPublisher(stop_after_states=30, stop=stop)
     final = build(_settings(model), lambda model_id: publisher, stop).run()
     assert publisher.closed and 30 <= final["frames"] < 180
-    assert not [e for e in publisher.events if e.type == "face_left"]
+    appeared = [e.track.id for e in publisher.events if e.type == "face_appeared"]
+    left = [e.track.id for e in publisher.events if e.type == "face_left"]
+    assert appeared and left == appeared
+    assert publisher.states[-1] == [] and final["camera_ok"] and final["camera_reconnects"] == 0

@@ -52,18 +52,26 @@ def source_kind(source: str) -> SourceKind:
     return "file"
 
 
-def open_source(camera: CameraSettings) -> FrameSource:
-    """Build the configured source and open it; raises `CameraError` naming the source if it cannot be opened."""
+def make_source(camera: CameraSettings) -> FrameSource:
+    """Build the configured source without opening it (the capture thread may open it later, with backoff)."""
     kind = source_kind(camera.source)
-    source: FrameSource
     match kind:
         case "picamera2":
             from edged.camera.picamera2 import Picamera2Source
 
-            source = Picamera2Source(camera.width, camera.height, camera.fps)
+            return Picamera2Source(camera.width, camera.height, camera.fps)
         case "v4l2" | "gstreamer" | "url" | "file":
             from edged.camera.opencv import OpenCVSource
 
-            source = OpenCVSource(kind, camera.source.strip(), camera.width, camera.height, camera.fps)
+            return OpenCVSource(kind, camera.source.strip(), camera.width, camera.height, camera.fps)
+
+
+def open_source(camera: CameraSettings) -> FrameSource:
+    """Build the configured source and open it.
+
+    Raises ConfigError when no retry can help (a video file that is missing or unreadable, GStreamer without
+    support), CameraError naming the source when it cannot be opened now (a camera unplugged, a stream down).
+    """
+    source = make_source(camera)
     source.open()
     return source

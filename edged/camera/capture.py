@@ -8,7 +8,7 @@ import time
 
 from edged.camera import FrameSource
 from edged.camera.queue import FrameQueue
-from edged.errors import CameraError
+from edged.errors import CameraError, EdgedError
 from edged.stats import Rolling
 
 logger = logging.getLogger(__name__)
@@ -20,11 +20,15 @@ class Capture:
     lossless: wait for room in the queue instead of dropping the oldest frame (a file processed as fast
     as possible). paced: hand frames over at the pace of their timestamps (a file played in real time).
     The queue is closed when the thread ends, which tells the consumer the stream is over.
-    Decode times (read + grayscale, ms) go to `decode_ms`.
+    Decode times (read + grayscale, ms) go to `decode_ms`. A source that failed to open (`opened=False`) or
+    is lost later is reopened with backoff; `camera_ok` is False meanwhile, `reconnects` counts recoveries.
+    `absent` is True while opening it fails (unplugged, stream down): the pipeline tells systemd's watchdog
+    that waiting for it is alive, unlike a camera that opens and then delivers nothing (a wedged driver).
     """
 
     def __init__(self, source: FrameSource, queue: FrameQueue, stop: threading.Event, *, lossless: bool = False,
-                 paced: bool = False, backoff_min_s: float = 1.0, backoff_max_s: float = 30.0) -> None:
+                 paced: bool = False, backoff_min_s: float = 1.0, backoff_max_s: float = 30.0,
+                 opened: CameraError | None = None) -> None:
         self.source = source
         self.queue = queue
         self.stop = stop
@@ -33,7 +37,11 @@ class Capture:
         self.backoff_min_s = backoff_min_s
         self.backoff_max_s = backoff_max_s
         self.decode_ms = Rolling()
-        self.error: CameraError | None = None
+        self.error: EdgedError | None = None
+        self.reconnects = 0
+        self._lost: CameraError | None = opened  # why the source is not open yet, if it is not
+        self.camera_ok = opened is None
+        self.absent = opened is not None
         self._thread = threading.Thread(target=self._run, name="edged-capture", daemon=True)
 
     def start(self) -> None:
@@ -50,6 +58,8 @@ class Capture:
     def _run(self) -> None:
         first: tuple[float, float] | None = None  # (monotonic, frame UTC) of the first frame, for pacing
         try:
+            if self._lost is not None and not self._reopen(self._lost, "unavailable at start"):
+                return
             while not self.stop.is_set():
                 started = time.perf_counter()
                 try:
@@ -69,16 +79,24 @@ class Capture:
                     self.queue.put_wait(frame, self.stop)
                 else:
                     self.queue.put(frame)
+        except EdgedError as exc:  # e.g. a file whose frames edged cannot use: the pipeline reports it
+            self.error = exc
         except Exception as exc:  # anything else would die silently in this thread; hand it to the pipeline
             logger.exception("capture thread failed")
             self.error = CameraError(f"capture failed: {exc}")
         finally:
             self.queue.close()
 
-    def _reopen(self, lost: CameraError) -> bool:
-        """Close and reopen the source, doubling the wait (seconds) up to `backoff_max_s`; False if stopped first."""
-        logger.warning("camera lost: %s; reopening", lost)
+    def _reopen(self, lost: CameraError, what: str = "lost") -> bool:
+        """Close and reopen the source, doubling the wait (seconds) up to `backoff_max_s`; False if stopped first.
+
+        Logs the loss once and the recovery once, however many attempts it takes.
+        """
+        logger.warning("camera %s: %s; reopening with backoff (at most every %.0f s)", what, lost, self.backoff_max_s)
+        self.camera_ok = False
+        since = time.monotonic()
         delay = min(self.backoff_min_s, self.backoff_max_s)
+        attempts = 0
         while True:
             try:
                 self.source.close()
@@ -86,11 +104,15 @@ class Capture:
                 logger.debug("closing the lost camera failed: %s", exc)
             if self.stop.wait(delay):
                 return False
+            attempts += 1
             try:
                 self.source.open()
             except CameraError as exc:
+                self.absent = True
                 delay = min(delay * 2, self.backoff_max_s)
-                logger.debug("camera still unavailable (next try in %.0f s): %s", delay, exc)
+                logger.debug("camera still unavailable (next try in %.1f s): %s", delay, exc)
                 continue
-            logger.info("camera back")
+            self.reconnects += 1
+            self.camera_ok, self.absent = True, False
+            logger.info("camera back after %.1f s (%d attempts)", time.monotonic() - since, attempts)
             return True

@@ -22,12 +22,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edged.errors import CameraError
+from edged.errors import CameraError, ConfigError
 from edged.faces import Frame
 
 logger = logging.getLogger(__name__)
 
 _TO_GRAY = {3: cv2.COLOR_BGR2GRAY, 4: cv2.COLOR_BGRA2GRAY}
+MIN_SIDE = 32  # smaller frames cannot hold a detectable face, and the detector's downscale would make them empty
 
 
 def has_gstreamer() -> bool:
@@ -63,6 +64,9 @@ class OpenCVSource:
         if not self._cap.isOpened():
             self._cap.release()
             self._cap = None
+            if self.kind == "file":  # it exists (checked above) but no decoder takes it: retrying cannot help
+                raise ConfigError(f"video file {self.source!r} cannot be read: not a video OpenCV can decode "
+                                  "(EDGED_CAMERA__SOURCE)")
             raise CameraError(f"camera source {self.source!r} cannot be opened ({self.kind}); "
                               "check EDGED_CAMERA__SOURCE" + _HINTS.get(self.kind, ""))
         if self.kind == "file":
@@ -86,14 +90,14 @@ class OpenCVSource:
                 return cap
             case "gstreamer":
                 if not has_gstreamer():
-                    raise CameraError(
+                    raise ConfigError(
                         f"camera source {self.source!r} is a GStreamer pipeline, but this OpenCV ({cv2.__version__}) "
                         "has no GStreamer (pip wheels never do); on a Jetson use JetPack's system OpenCV: "
                         "python3 -m venv --system-site-packages, and install edged without the [opencv] extra")
                 return cv2.VideoCapture(self.source.removeprefix("gst:"), cv2.CAP_GSTREAMER)
             case "file":
                 if not Path(self.source).is_file():
-                    raise CameraError(f"video file {self.source!r} does not exist (EDGED_CAMERA__SOURCE)")
+                    raise ConfigError(f"video file {self.source!r} does not exist (EDGED_CAMERA__SOURCE)")
                 return cv2.VideoCapture(self.source, cv2.CAP_FFMPEG)
             case _:
                 return cv2.VideoCapture(self.source, cv2.CAP_FFMPEG)
@@ -104,13 +108,15 @@ class OpenCVSource:
             raise CameraError(f"camera source {self.source!r} is not open")
         try:
             ok, image = self._cap.read()
-            gray = _gray(image) if ok and image is not None else None
+            gray = self._gray(image) if ok and image is not None else None
         except cv2.error as exc:
             if self.kind == "file":
                 logger.warning("video file %s: decoding failed, treating as its end: %s", self.source, exc)
                 return None
             raise CameraError(f"camera source {self.source!r}: {exc}") from None
         if gray is None:
+            if self.kind == "file" and self._file_frame == 0:
+                raise ConfigError(f"video file {self.source!r} has no frame OpenCV can decode (EDGED_CAMERA__SOURCE)")
             if self.kind == "file":
                 return None
             raise CameraError(f"camera source {self.source!r} stopped delivering frames")
@@ -123,18 +129,23 @@ class OpenCVSource:
         self._index += 1
         return frame
 
+    def _gray(self, image: np.ndarray) -> np.ndarray:
+        """8-bit grayscale from 8-bit gray, BGR or BGRA; anything else names the source and what it sent."""
+        channels = 1 if image.ndim == 2 else image.shape[2] if image.ndim == 3 else 0
+        if image.dtype != np.uint8 or channels not in (1, 3, 4) or min(image.shape[:2]) < MIN_SIDE:
+            shape = "x".join(str(n) for n in image.shape)
+            what = (f"camera source {self.source!r} delivered a {shape} {image.dtype} frame; edged needs 8-bit "
+                    f"gray, BGR or BGRA frames of at least {MIN_SIDE}x{MIN_SIDE} pixels")
+            # A file will not change its mind; a live camera may after a reopen (a format renegotiated).
+            raise ConfigError(what + " (EDGED_CAMERA__SOURCE)") if self.kind == "file" else CameraError(what)
+        if channels == 1:
+            return image if image.ndim == 2 else image[:, :, 0]
+        return cv2.cvtColor(image, _TO_GRAY[channels])
+
     def close(self) -> None:
         if self._cap is not None:
             self._cap.release()
             self._cap = None
-
-
-def _gray(image: np.ndarray) -> np.ndarray:
-    if image.ndim == 2:
-        return image
-    if image.shape[2] == 1:
-        return image[:, :, 0]
-    return cv2.cvtColor(image, _TO_GRAY[image.shape[2]])
 
 
 _HINTS = {
