@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# How long shutdown waits for the capture thread (systemd/edged.service TimeoutStopSec counts on it).
+CAPTURE_JOIN_S = 5.0
+
 STAGES = ("decode", "detect", "classify", "track", "publish")
 
 
@@ -170,7 +173,7 @@ class Pipeline:
         self.notifier.stopping(f"stopping after {self.frames} frames")
         self._capture_stop.set()
         self.queue.close()  # wakes a capture thread waiting for room
-        self.capture.join(timeout=5.0)
+        self.capture.join(timeout=CAPTURE_JOIN_S)
         if self.capture.alive:
             # releasing a capture that another thread is reading can crash the backend; exit frees it anyway
             logger.warning("capture thread still busy after 5 s; leaving the camera to process exit")

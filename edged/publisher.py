@@ -135,7 +135,7 @@ class MqttPublisher:
 
         # Held while a seq is taken and its state or stats message handed to paho, so seq order is wire order.
         self._lock = threading.Lock()
-        self._faces: list[Face] = []  # the latest faces the pipeline reported, republished on reconnect
+        self._tracks: list[Track] = []  # the latest faces the pipeline reported, republished on reconnect
         self._faces_ts = time.time()
         self._faces_key: frozenset[tuple[int, str]] | None = None  # what the last published state showed
         self._state_sent_mono = -math.inf
@@ -204,10 +204,10 @@ class MqttPublisher:
 
     def state(self, tracks: list[Track], ts_utc: float) -> None:
         """Report the faces in view now; published at most every state_interval_s, at once when they change."""
-        faces = [Face.from_track(t) for t in tracks]  # a snapshot: the tracker keeps mutating its tracks
+        # `tracks` are the tracker's snapshots; the pydantic faces are built only when a state is sent.
         with self._lock:
-            self._faces, self._faces_ts = faces, ts_utc
-            changed = self._faces_key != _key(faces)
+            self._tracks, self._faces_ts = tracks, ts_utc
+            changed = self._faces_key != _key(tracks)
             due = time.monotonic() - self._state_sent_mono >= self._mqtt.state_interval_s
             self._state_pending = True
             if self.connected and (changed or due):
@@ -322,9 +322,10 @@ class MqttPublisher:
 
     def _send_state(self) -> None:
         seq = self.outbox.next_seq("state")
-        payload = State(device=self._device, ts=utc_iso(self._faces_ts), seq=seq, faces=self._faces)
+        faces = [Face.from_track(t) for t in self._tracks]
+        payload = State(device=self._device, ts=utc_iso(self._faces_ts), seq=seq, faces=faces)
         self._publish("state", payload.to_json(), qos=0, retain=True)
-        self._faces_key = _key(self._faces)
+        self._faces_key = _key(self._tracks)
         self._state_sent_mono = time.monotonic()
         self._state_pending = False
 
@@ -407,6 +408,6 @@ def _ssl_reason(exc: ssl.SSLError) -> str:
     return exc.reason or str(exc)
 
 
-def _key(faces: list[Face]) -> frozenset[tuple[int, str]]:
+def _key(tracks: list[Track]) -> frozenset[tuple[int, str]]:
     """What makes a state worth sending at once: which faces are in view and their emotions."""
-    return frozenset((f.track, f.emotion) for f in faces)
+    return frozenset((t.id, t.emotion) for t in tracks)

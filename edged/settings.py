@@ -251,7 +251,7 @@ class OutboxSettings(_Section):
         20, ge=1, le=1000, description="Spooled events handed to the MQTT client at once, awaiting acknowledgement"
     )
     flush_timeout_s: float = Field(
-        5, ge=0, le=60, description="On shutdown, longest wait for the broker to acknowledge pending events (seconds)"
+        5, ge=0, le=10, description="On shutdown, longest wait for the broker to acknowledge pending events (seconds, 0-10)"
     )
 
 

@@ -83,6 +83,10 @@ CASES = [
     ("cascade empty", {"EDGED_DETECTOR__CASCADE": "{empty_cascade}"}, EXIT_CONFIG, "{empty_cascade}"),
     ("video missing", {"EDGED_CAMERA__SOURCE": "{blocker}.mp4"}, EXIT_CONFIG, "{blocker}.mp4' does not exist"),
     ("video unreadable", {"EDGED_CAMERA__SOURCE": "{junk_video}"}, EXIT_CONFIG, "junk.mp4' cannot be read"),
+    ("picamera2 not installed", {"EDGED_CAMERA__SOURCE": "picamera2"}, EXIT_CONFIG,
+     "picamera2 is not installed; on Raspberry Pi OS run 'sudo apt install python3-picamera2'"),
+    ("gstreamer without support", {"EDGED_CAMERA__SOURCE": "gst:videotestsrc ! appsink"}, EXIT_CONFIG,
+     "is a GStreamer pipeline, but this OpenCV"),
     ("frames too small", {"EDGED_CAMERA__SOURCE": "{tiny_video}"}, EXIT_CONFIG,
      "delivered a 16x16x3 uint8 frame; edged needs 8-bit gray, BGR or BGRA frames of at least 32x32"),
 ]

@@ -215,5 +215,5 @@ def test_picamera2_reads_the_y_plane_of_lores(monkeypatch):
 
 def test_picamera2_missing_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "picamera2", None)  # import picamera2 -> ImportError
-    with pytest.raises(CameraError, match="python3-picamera2"):
+    with pytest.raises(ConfigError, match="python3-picamera2"):
         open_source(CameraSettings(source="picamera2"))

@@ -43,6 +43,17 @@ def test_unit_is_a_notify_service_with_watchdog_restarts_and_credentials():
     assert d["StateDirectory"] == "edged" and d["DynamicUser"] == "yes" and d["SupplementaryGroups"] == "video"
 
 
+def test_stop_timeout_outlasts_the_longest_clean_shutdown():
+    from edged.pipeline import CAPTURE_JOIN_S
+    from edged.settings import OutboxSettings
+
+    longest_flush = OutboxSettings.model_fields["flush_timeout_s"].metadata
+    flush_max = next(m.le for m in longest_flush if getattr(m, "le", None) is not None)
+    stop_s = int(dict(_directives())["TimeoutStopSec"].removesuffix("s"))
+    # Beyond the two bounded waits: publishing face_left, state and `offline`, and disconnecting (well under 5 s).
+    assert stop_s >= CAPTURE_JOIN_S + flush_max + 5
+
+
 def test_camera_devices_are_allowed_by_class_not_by_glob():
     allowed = [value for key, value in _directives() if key == "DeviceAllow"]
     assert {value.split()[0] for value in allowed} == {"char-video4linux", "char-media", "char-dma_heap"}

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from edged.errors import CameraError
+from edged.errors import CameraError, ConfigError
 from edged.faces import Frame
 
 logger = logging.getLogger(__name__)
@@ -33,7 +33,8 @@ class Picamera2Source:
         try:
             from picamera2 import Picamera2
         except ImportError:
-            raise CameraError("camera source 'picamera2': picamera2 is not installed; on Raspberry Pi OS run "
+            # No retry can install a package: a configuration error (exit 78), not a camera to wait for.
+            raise ConfigError("camera source 'picamera2': picamera2 is not installed; on Raspberry Pi OS run "
                               "'sudo apt install python3-picamera2' and use a venv made with --system-site-packages") from None
         cam = None
         try:
