@@ -275,7 +275,8 @@ def _watch(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(view.snapshot(now), indent=2))
     else:
-        Console().print(render(view, f"{settings.mqtt.host}:{settings.mqtt.port} {settings.mqtt.topic_prefix}/+/#", now))
+        console = Console() if sys.stdout.isatty() else Console(width=132)  # a pipe or a log file: not 80 columns
+        console.print(render(view, f"{settings.mqtt.host}:{settings.mqtt.port} {settings.mqtt.topic_prefix}/+/#", now))
     return EXIT_FAILED if view.alerts(now) else EXIT_OK
 
 
