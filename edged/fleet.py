@@ -16,16 +16,35 @@ Alerts: a device `offline`, a device `stale` (online but its newest payload is o
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, get_args, get_origin
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from edged.payloads import STATUS_OFFLINE, STATUS_ONLINE, Event, Face, State, Stats
 
 _MODELS = {"events": Event, "state": State, "stats": Stats}
+
+
+def _known_fields(model: type[BaseModel], data: Any) -> Any:
+    """`data` without the keys `model` does not know, at every level: payload version 1 may gain fields (the
+    contract's rule: consumers ignore what they do not know), and the publishing models forbid extras."""
+    if not isinstance(data, dict):
+        return data
+    return {name: _fit(field.annotation, data[name]) for name, field in model.model_fields.items() if name in data}
+
+
+def _fit(annotation: Any, value: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return _known_fields(annotation, value)
+    args = get_args(annotation)
+    if get_origin(annotation) is list and isinstance(value, list) and args:
+        return [_fit(args[0], item) for item in value]
+    models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]  # Optional[Model] and unions
+    return _known_fields(models[0], value) if len(models) == 1 and isinstance(value, dict) else value
 RECENT_SEQS = 4096  # how many recent (seq, ts) are remembered to tell a duplicate from a reset
 MAX_MISSING = 10_000  # missing seqs remembered individually, so a late one is recognised
 
@@ -137,8 +156,8 @@ class FleetView:
             self.rejected += 1
             return
         try:
-            message = model.model_validate_json(payload)
-        except ValidationError:
+            message = model.model_validate(_known_fields(model, json.loads(payload)))
+        except (ValueError, ValidationError):  # not JSON, or not the contract
             self.rejected += 1
             return
         if device.seq[kind].add(message.seq, message.ts) == "duplicate":

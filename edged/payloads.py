@@ -52,7 +52,11 @@ class Envelope(BaseModel):
         json_schema_extra={"format": "date-time"},
         description="When it happened, UTC ISO 8601 ending in Z",
     )
-    seq: int = Field(ge=1, description="Counter per device and topic, +1 per message published; a gap means loss")
+    seq: int = Field(
+        ge=1,
+        description="Counter per device and topic, kept across restarts. events: +1 per event, so a gap means events "
+        "were lost and a repeat is a redelivery; state and stats: always increasing, may jump ahead after a restart",
+    )
 
     def to_json(self) -> str:
         return self.model_dump_json(exclude_none=True)
@@ -189,6 +193,10 @@ class Stats(Envelope):
     )
     outbox_write_errors: int = Field(
         0, ge=0, description="Events lost since start because the outbox could not be written (disk full)"
+    )
+    outbox_rejected: int = Field(
+        0, ge=0, description="Events the broker refused since start (an MQTT 5 PUBACK with an error reason code, "
+        "e.g. not authorised): not retried, a seq gap"
     )
 
     def to_json(self) -> str:

@@ -1,15 +1,16 @@
 """The daemon's wiring: source -> capture thread -> queue -> detector -> classifier -> tracker -> publisher.
 
-One processing loop on the calling thread, one capture thread, and whatever thread the publisher runs
-(paho's network loop). Per-frame figures go into rolling stats published every `stats_interval_s`,
+One processing loop on the calling thread, one capture thread, and the publisher's threads (paho's network
+loop and the outbox drain). Per-frame figures go into rolling stats published every `stats_interval_s`,
 never into the log. Under systemd the loop also reports to the service manager (`edged.notify`): READY once
 running, WATCHDOG after processing a frame or while the capture thread cannot open an absent camera (so a camera
 that opens but delivers nothing, or a read that hangs, gets the service restarted by `WatchdogSec=`, while an
 unplugged camera or a stream that is down is waited for without a crash loop),
 a one-line STATUS every `status_interval_s`, STOPPING on the way out.
 
-Shutdown (SIGTERM, SIGINT, the end of a file): capture stops, faces still in view get their `face_left`, the last
-state goes out, and the publisher gets `close_timeout_s` to have the spooled events acknowledged before `offline`.
+Shutdown (SIGTERM, SIGINT, the end of a file, or an error): capture stops, faces still in view get their
+`face_left`, the last state and the final stats go out, and the publisher gets `close_timeout_s` to have the
+spooled events acknowledged before `offline`.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ class Pipeline:
         self.latency_ms["decode"] = self.capture.decode_ms
         self.rate = Rate()
         self.frames = 0
+        self.final: dict[str, Any] = {}  # the stats at the end of run()
         self.faces_seen = 0
         self._started = time.monotonic()
         self._last_utc = time.time()
@@ -107,15 +109,18 @@ class Pipeline:
                 raise self.capture.error
             if not self.stop.is_set():
                 logger.info("end of %s after %d frames", getattr(self.source, "source", "stream"), self.frames)
-            # Stopped or ended: say goodbye to every face still in view (spooled, so sent now or at the next start).
-            for event in self.tracker.flush(self._last_utc):
-                self.publisher.event(event)
-            self.publisher.state(self.tracker.tracks, self._last_utc)
-            final = self.stats()
-            self.publisher.stats(final)
-            return final
         finally:
             self._shutdown()
+        return self.final
+
+    def _say_goodbye(self) -> None:
+        """Stopped, ended or failed: face_left for every face still in view (spooled, so sent now or at the next
+        start), the last state (no faces), the final stats."""
+        for event in self.tracker.flush(self._last_utc):
+            self.publisher.event(event)
+        self.publisher.state(self.tracker.tracks, self._last_utc)
+        self.final = self.stats()
+        self.publisher.stats(self.final)
 
     def _process(self, frame: Frame) -> None:
         t0 = time.perf_counter()
@@ -182,6 +187,10 @@ class Pipeline:
                 self.source.close()
             except Exception:
                 logger.exception("closing the camera failed")
+        try:
+            self._say_goodbye()
+        except Exception:
+            logger.exception("publishing the last events, state and stats failed")
         try:
             self.publisher.close(timeout=self.close_timeout_s)
         except Exception:

@@ -141,11 +141,14 @@ class MqttPublisher:
         self._state_sent_mono = -math.inf
         self._state_pending = False
 
-        # The drain: spooled events handed to paho (mid -> (outbox id, info)), woken by new events and acks.
+        # The drain: spooled events handed to paho (mid -> outbox id), woken by new events and acks. Acks arrive
+        # as mids from on_publish; only the drain thread matches them to `_inflight`, after it recorded what it
+        # published, so an ack that beats the recording is not missed (and acks of status or discovery are ignored).
         self._window = inflight
         self._drain_wake = threading.Condition()
         self._kicked = True
-        self._inflight: dict[int, tuple[int, paho.MQTTMessageInfo]] = {}
+        self._inflight: dict[int, int] = {}
+        self._acked_mids: list[int] = []
         self._drain_stop = threading.Event()
         self._drain_thread = threading.Thread(target=self._drain, name="edged-outbox", daemon=True)
 
@@ -235,7 +238,8 @@ class MqttPublisher:
         """The spool's figures for the stats topic."""
         box = self.outbox
         return {"outbox_depth": box.depth, "outbox_dropped_full": box.dropped_full,
-                "outbox_dropped_expired": box.dropped_expired, "outbox_write_errors": box.write_errors}
+                "outbox_dropped_expired": box.dropped_expired, "outbox_write_errors": box.write_errors,
+                "outbox_rejected": self._rejected}
 
     def close(self, timeout: float = 5.0) -> None:
         """Flush pending state, give the broker up to `timeout` s to acknowledge the spooled events, publish
@@ -293,8 +297,7 @@ class MqttPublisher:
             with self._drain_wake:
                 self._drain_wake.wait_for(lambda: self._kicked or self._drain_stop.is_set(), timeout=1.0)
                 self._kicked = False
-                done = [mid for mid, (_, info) in self._inflight.items() if info.is_published()]
-                acked = [self._inflight.pop(mid)[0] for mid in done]
+                acked = self._take_acked()
                 room = self._window - len(self._inflight)
             try:
                 self.outbox.ack(acked)
@@ -303,14 +306,27 @@ class MqttPublisher:
                     next_expiry = time.monotonic() + 5.0
                 if room > 0 and self.connected and not self._drain_stop.is_set():
                     for message in self.outbox.take(room):
+                        # While disconnected paho keeps a QoS 1 message (rc NO_CONN) and sends it on reconnect:
+                        # its ack comes through on_publish like any other.
                         info = self._client.publish(self.topics[message.topic], message.payload, qos=1)
                         with self._drain_wake:
-                            self._inflight[info.mid] = (message.id, info)
+                            self._inflight[info.mid] = message.id
             except Exception:  # this thread must not die silently; the next wake-up tries again
                 logger.exception("draining the outbox failed")
                 self._drain_stop.wait(1.0)
             with self._drain_wake:
                 self._drain_wake.notify_all()  # close() waits on the depth
+        with self._drain_wake:  # acknowledged while stopping: not sent again at the next start
+            acked = self._take_acked()
+        try:
+            self.outbox.ack(acked)
+        except Exception:
+            logger.exception("deleting acknowledged events from the outbox failed")
+
+    def _take_acked(self) -> list[int]:
+        """Outbox ids of the in-flight events acknowledged since the last call; with `_drain_wake` held."""
+        mids, self._acked_mids = self._acked_mids, []
+        return [self._inflight.pop(mid) for mid in mids if mid in self._inflight]
 
     # -- below: called with self._lock held, or from paho's network thread --
 
@@ -330,13 +346,18 @@ class MqttPublisher:
         self._state_pending = False
 
     def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason: ReasonCode, properties: Any) -> None:
-        # Runs under paho's locks: only wake the drain, which finds the acknowledged ones by info.is_published().
+        # Runs in paho's network thread under its message lock: note the mid and wake the drain, nothing more.
         if reason.is_failure:
+            # MQTT 5: the broker refused it (not authorised, quota...). Resending would be refused again: it leaves
+            # the spool like an acknowledged one, counted in stats (outbox_rejected), a gap for subscribers.
             self._rejected += 1
             if self._rejected == 1:
                 logger.error("MQTT broker %s:%s rejected a message (%s); it is dropped, not retried",
                              self._mqtt.host, self._mqtt.port, reason)
-        self._kick()
+        with self._drain_wake:
+            self._acked_mids.append(mid)
+            self._kicked = True
+            self._drain_wake.notify_all()
 
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, properties: Any) -> None:
         if reason.is_failure:

@@ -3,6 +3,7 @@ from edged's own publishers and from a raw client injecting a gap, a redelivery 
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -48,6 +49,27 @@ def test_emotion_mix_counts_events_within_the_window():
     now = 1_700_000_100 + 5
     assert view.emotion_mix(view.devices["a"], now) == {"happy": 0.5, "sad": 0.5}  # the first happy is too old
     assert view.emotion_mix(None, now) == {"happy": 0.333, "neutral": 0.333, "sad": 0.333}
+
+
+def test_payloads_from_a_newer_kiosk_with_unknown_fields_are_accepted_and_broken_ones_rejected():
+    # Version 1 grows by adding fields (docs/mqtt.md): a fleet view of this release must read a newer kiosk's
+    # messages, at any depth (a new envelope field, a new face field, a new latency stage).
+    view = FleetView("edged")
+    newer_event = (EVENT % ("n", ts(1_700_000_000), 1, "happy"))[:-1] + ',"gaze":"left"}'
+    view.apply("edged/n/events", newer_event.encode(), now=1_700_000_000)
+    face = '{"track":1,"emotion":"sad","confidence":0.8,"scores":{"sad":0.8},"box":[0,0,9,9],"age_band":"adult"}'
+    state = f'{{"v":1,"device":"n","ts":"{ts(1_700_000_001)}","seq":1,"faces":[{face}],"lighting":"dim"}}'
+    view.apply("edged/n/state", state.encode(), now=1_700_000_001)
+    stats = {**STATS, "latency_ms": {**STATS["latency_ms"], "encode": {"p50": 1.0, "p95": 2.0}}, "npu_temp_c": 40}
+    view.apply("edged/n/stats", json.dumps({"v": 1, "device": "n", "ts": ts(1_700_000_002), "seq": 1,
+                                            "version": "9.9", "model_id": "m", "cpu_temp_c": None,
+                                            **stats}).encode(), now=1_700_000_002)
+    device = view.devices["n"]
+    assert view.rejected == 0 and device.seq["events"].last == 1
+    assert [f.emotion for f in device.faces] == ["sad"] and device.fps == STATS["fps"]
+    for broken in (b"not json", b'{"v":2,"device":"n"}', newer_event.replace('"seq":1', '"seq":0').encode()):
+        view.apply("edged/n/events", broken, now=1_700_000_003)
+    assert view.rejected == 3
 
 
 @pytest.fixture

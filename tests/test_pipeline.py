@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import pytest
 from media import SAMPLE_CLIP, require_model
 
 from edged.faces import Track, TrackEvent
@@ -85,3 +86,26 @@ def test_stop_event_ends_the_run_saying_goodbye_to_faces_in_view():
     left = [e.track.id for e in publisher.events if e.type == "face_left"]
     assert appeared and left == appeared
     assert publisher.states[-1] == [] and final["camera_ok"] and final["camera_reconnects"] == 0
+
+
+def test_a_failure_mid_run_still_says_goodbye_to_faces_in_view():
+    # The classifier fails at frame 40 (the astronaut is on screen): the error reaches the caller, and on the way
+    # out her face_left, an empty state and the final stats are still published, then the publisher is closed.
+    model = require_model()
+    publisher = RecordingPublisher()
+    pipeline = build(_settings(model), lambda model_id: publisher, threading.Event())
+    real_classify, calls = pipeline.classifier.classify, []
+
+    def failing(gray, boxes):
+        calls.append(1)
+        if len(calls) == 40:
+            raise RuntimeError("interpreter failed")
+        return real_classify(gray, boxes)
+
+    pipeline.classifier.classify = failing
+    with pytest.raises(RuntimeError, match="interpreter failed"):
+        pipeline.run()
+    appeared = [e.track.id for e in publisher.events if e.type == "face_appeared"]
+    left = [e.track.id for e in publisher.events if e.type == "face_left"]
+    assert appeared and left == appeared
+    assert publisher.states[-1] == [] and publisher.stats_seen[-1] == pipeline.final and publisher.closed

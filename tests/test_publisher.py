@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from mosquitto import USERS, Subscriber, free_port, wait_until
+from mosquitto import USERS, Mosquitto, Subscriber, free_port, wait_until
 from pydantic import SecretStr
 
 from edged import __version__
@@ -245,3 +245,34 @@ def test_unreachable_broker_is_reported_not_connected(make_publisher):
     pub.start()
     assert wait_until(lambda: pub.last_error, what="a connection failure").startswith("cannot reach MQTT broker")
     assert not pub.connected
+
+
+class AclBroker(Mosquitto):
+    """An anonymous broker whose ACL lets kiosk-1 write its status, state and stats, but not its events."""
+
+    def _write_config(self) -> Path:
+        config = super()._write_config()
+        acl = self.workdir / "acl"
+        acl.write_text("".join(f"topic readwrite edged/kiosk-1/{name}\n" for name in ("status", "state", "stats")))
+        config.write_text(config.read_text() + f"acl_file {acl}\n")
+        return config
+
+
+def test_events_the_broker_refuses_leave_the_spool_and_are_counted(tmp_path, make_publisher, subscribers, caplog):
+    with AclBroker(tmp_path / "acl-broker").start() as acl_broker:
+        live = subscribers(acl_broker.port)
+        pub = make_publisher(acl_broker.port)  # MQTT 5: a refused QoS 1 publish gets a PUBACK "Not authorized"
+        pub.start()
+        assert pub.wait_connected(5)
+        with caplog.at_level(logging.ERROR, logger="edged.publisher"):
+            for i in range(3):
+                pub.event(TrackEvent("face_appeared", track(i + 1), 1_700_000_001.0))
+            wait_until(lambda: pub.outbox_stats()["outbox_rejected"] == 3, what="three refusals counted")
+        assert pub.backlog == 0  # not retried forever: a refusal would come again
+        pub.stats(STATS)
+        sent = live.wait_for(lambda ms: [m for m in ms if m.topic == "edged/kiosk-1/stats"], what="stats")
+        stats = Stats.model_validate_json(sent[-1].payload)
+        assert stats.outbox_rejected == 3 and stats.outbox_depth == 0
+        assert not [m for m in live.messages if m.topic.endswith("/events")]
+        refusals = [r for r in caplog.records if "rejected a message" in r.getMessage()]
+        assert len(refusals) == 1 and "Not authorized" in refusals[0].getMessage()  # said once, not per event
