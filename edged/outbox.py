@@ -15,6 +15,7 @@ is persisted in blocks of SEQ_BLOCK, so it never goes back but may jump ahead af
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import sqlite3
@@ -30,6 +31,7 @@ from edged.errors import ConfigError, OutboxError
 logger = logging.getLogger(__name__)
 
 FILE_NAME = "outbox.sqlite3"
+LOCK_NAME = "outbox.lock"
 SCHEMA_VERSION = 1
 SEQ_BLOCK = 1000
 _SCHEMA = """
@@ -90,6 +92,7 @@ class Outbox:
         self._handed_upto = 0  # ids up to here are with paho
         self.dropped_full = self.dropped_expired = self.write_errors = 0
         self._failing: str | None = None
+        self._lock_file: int | None = None  # a locked descriptor while open: one daemon per state directory
 
     @classmethod
     def open(cls, state_dir: Path, *, max_messages: int, max_bytes: int, max_age_s: float) -> Outbox:
@@ -105,13 +108,24 @@ class Outbox:
         if not os.access(state_dir, os.W_OK | os.X_OK):
             raise ConfigError(f"{where}: the state directory is not writable by this user")
         path = state_dir / FILE_NAME
+        for existing in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+            if existing.exists() and not os.access(existing, os.R_OK | os.W_OK):
+                raise ConfigError(f"{where}: {existing} is not writable by this user (uid {os.getuid()}; the file "
+                                  f"belongs to uid {existing.stat().st_uid}): fix its owner, or remove it")
+        lock = _lock(state_dir, where)
         for attempt in (1, 2):
             try:
-                return cls(path, max_messages=max_messages, max_bytes=max_bytes, max_age_s=max_age_s)
+                box = cls(path, max_messages=max_messages, max_bytes=max_bytes, max_age_s=max_age_s)
+                box._lock_file = lock
+                return box
             except sqlite3.OperationalError as exc:
-                raise OutboxError(f"cannot write the outbox {path} ({exc}): is the disk of {where} full?") from None
+                os.close(lock)
+                full = getattr(exc, "sqlite_errorname", "").startswith(("SQLITE_FULL", "SQLITE_IOERR"))
+                hint = f": is the disk of {where} full?" if full else f" ({where})"
+                raise OutboxError(f"cannot write the outbox {path} ({exc}){hint}") from None
             except sqlite3.DatabaseError as exc:
                 if attempt == 2:
+                    os.close(lock)
                     raise OutboxError(f"cannot start a fresh outbox {path}: {exc}") from None
                 aside = _move_aside(path)
                 logger.error("outbox %s is corrupt (%s): moved to %s, starting an empty one; its events are lost",
@@ -206,6 +220,9 @@ class Outbox:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            if self._lock_file is not None:
+                os.close(self._lock_file)  # releases the flock
+                self._lock_file = None
 
     # -- below: called with self._lock held --
 
@@ -265,6 +282,29 @@ class Outbox:
         if self._failing is not None:
             logger.info("outbox %s is writable again", self.path)
             self._failing = None
+
+
+def _lock(state_dir: Path, where: str) -> int:
+    """An exclusive lock on `<state_dir>/outbox.lock` (a file descriptor), held until closed or the process dies.
+
+    Two daemons on one spool would each hand out the same `seq` for different events, and subscribers, who
+    dedupe on (device, seq), would drop real ones. The second one stops instead (exit 69, and systemd retries:
+    the first may be a previous instance still shutting down).
+    """
+    fd = os.open(state_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise OutboxError(f"another edged process (pid {holder}) is using the outbox in {where}: stop it, or give "
+                          "this one its own EDGED_STATE_DIR") from None
+    try:  # the pid only makes the message above helpful; a full disk is reported by SQLite, naming the file
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except OSError:
+        pass
+    return fd
 
 
 def _move_aside(path: Path) -> Path:

@@ -67,7 +67,8 @@ def _check_topic_level(value: str, what: str) -> str:
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # No inf or nan: `EDGED_..._S=inf` would pass `gt=0` and overflow a wait much later, far from its variable.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     section: ClassVar[str]
 
 
@@ -92,7 +93,7 @@ class CameraSettings(_Section):
         2, ge=1, le=8, description="Frames buffered between capture and processing (1-8); the oldest is dropped"
     )
     reopen_backoff_max_s: float = Field(
-        30, gt=0, description="Longest wait between attempts to reopen a lost camera (seconds)"
+        30, gt=0, le=3600, description="Longest wait between attempts to reopen a lost camera (seconds, up to 3600)"
     )
 
 
@@ -152,7 +153,7 @@ class TrackerSettings(_Section):
     iou_threshold: float = Field(
         0.3, gt=0, lt=1, description="Least box overlap (IoU, 0-1) for a detection to continue a track"
     )
-    max_missing_s: float = Field(1.0, gt=0, description="A track unseen for this long has left (seconds)")
+    max_missing_s: float = Field(1.0, gt=0, le=3600, description="A track unseen for this long has left (seconds)")
     smoothing: float = Field(
         0.3, gt=0, le=1, description="Weight (0-1] of the newest scores in the moving average; 1 = no smoothing"
     )
@@ -182,11 +183,11 @@ class MqttSettings(_Section):
     tls_insecure: bool = Field(False, description="Skip the broker host name check (testing only)")
     topic_prefix: str = Field("edged", description="First topic level: <prefix>/<device>/{status,events,state,stats}")
     state_interval_s: float = Field(
-        0.5, ge=0, description="Least time between two state messages when the faces stay the same (seconds)"
+        0.5, ge=0, le=3600, description="Least time between two state messages when the faces stay the same (seconds)"
     )
-    stats_interval_s: float = Field(10, gt=0, description="Time between two stats messages (seconds)")
-    reconnect_min_s: float = Field(1, gt=0, description="First wait before reconnecting to the broker (seconds)")
-    reconnect_max_s: float = Field(60, gt=0, description="Longest wait between reconnect attempts (seconds)")
+    stats_interval_s: float = Field(10, gt=0, le=3600, description="Time between two stats messages (seconds)")
+    reconnect_min_s: float = Field(1, gt=0, le=3600, description="First wait before reconnecting to the broker (seconds)")
+    reconnect_max_s: float = Field(60, gt=0, le=3600, description="Longest wait between reconnect attempts (seconds)")
 
     @field_validator("topic_prefix")
     @classmethod
@@ -245,7 +246,8 @@ class OutboxSettings(_Section):
         50, gt=0, le=100_000, description="Most megabytes of event payloads kept in the spool; beyond it the oldest are dropped"
     )
     max_age_s: float = Field(
-        86_400, gt=0, description="Events older than this are dropped instead of sent late (seconds; default one day)"
+        86_400, gt=0, le=2_592_000,
+        description="Events older than this are dropped instead of sent late (seconds; default one day, at most 30 days)"
     )
     inflight: int = Field(
         20, ge=1, le=1000, description="Spooled events handed to the MQTT client at once, awaiting acknowledgement"
@@ -279,7 +281,7 @@ class Settings(BaseSettings):
     """Everything edged is configured with."""
 
     model_config = SettingsConfigDict(
-        env_prefix=PREFIX, env_nested_delimiter=DELIMITER, env_ignore_empty=True, extra="forbid"
+        env_prefix=PREFIX, env_nested_delimiter=DELIMITER, env_ignore_empty=True, extra="forbid", allow_inf_nan=False
     )
 
     device_id: str = Field(

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from edged.errors import ConfigError
+from edged.errors import ConfigError, OutboxError
 from edged.outbox import FILE_NAME, SEQ_BLOCK, Outbox
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -132,3 +135,41 @@ def test_a_full_disk_loses_events_with_one_message_and_recovers(tmp_path):
     errors_logged = [line for line in result.stderr.splitlines() if line.startswith("ERROR")]
     assert len(errors_logged) == 1 and "outbox" in errors_logged[0] and "EDGED_STATE_DIR" in errors_logged[0]
     assert "writable again" in result.stderr
+
+
+def test_a_second_daemon_on_the_same_state_dir_is_refused_until_the_first_closes(tmp_path):
+    first = open_box(tmp_path)
+    with pytest.raises(OutboxError, match=rf"another edged process \(pid {os.getpid()}\) is using the outbox in "
+                                          rf"EDGED_STATE_DIR={tmp_path}"):
+        open_box(tmp_path)  # it would hand out the same seqs for other events
+    first.close()
+    open_box(tmp_path).close()  # released on close (and by the kernel if the process dies)
+
+
+SOMEONE_ELSE = """
+import os, sys
+from pathlib import Path
+from edged.errors import ConfigError
+from edged.outbox import Outbox
+os.setgid(65534); os.setuid(65534)  # nobody, after the imports: this Python may live where nobody cannot read
+try:
+    Outbox.open(Path(sys.argv[1]), max_messages=10, max_bytes=10**6, max_age_s=60)
+except ConfigError as exc:
+    print(exc)
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to make a file another user cannot write")
+def test_an_outbox_file_another_user_owns_is_a_configuration_error_naming_it():
+    # A root-owned outbox left by `sudo edged run` in a state dir the service's user can write: not "disk full".
+    state = Path(tempfile.mkdtemp(prefix="edged-outbox-owner-"))
+    try:
+        state.chmod(0o777)
+        open_box(state).close()  # root makes outbox.sqlite3, mode 0644
+        child = subprocess.run([sys.executable, "-c", SOMEONE_ELSE, str(state)], cwd=ROOT, capture_output=True,
+                               text=True, timeout=60)
+        assert child.returncode == 0, child.stderr
+        assert child.stdout.startswith(f"EDGED_STATE_DIR={state}: {state / FILE_NAME} is not writable by this user "
+                                       "(uid 65534; the file belongs to uid 0)"), child.stdout
+    finally:
+        shutil.rmtree(state)

@@ -36,6 +36,9 @@ def has_gstreamer() -> bool:
     return re.search(r"GStreamer:\s+YES", cv2.getBuildInformation()) is not None
 
 
+# Longest wait (ms) to open or read a network stream; well under the unit's WatchdogSec=30s.
+STREAM_TIMEOUT_MS = 10_000
+
 class OpenCVSource:
     """Frames from `cv2.VideoCapture`, converted to grayscale once, here.
 
@@ -100,7 +103,11 @@ class OpenCVSource:
                     raise ConfigError(f"video file {self.source!r} does not exist (EDGED_CAMERA__SOURCE)")
                 return cv2.VideoCapture(self.source, cv2.CAP_FFMPEG)
             case _:
-                return cv2.VideoCapture(self.source, cv2.CAP_FFMPEG)
+                # FFmpeg waits 30 s by default for a host that does not answer: as long as systemd's WatchdogSec,
+                # which would then restart a daemon that is only waiting for its stream to come back.
+                timeouts = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+                            STREAM_TIMEOUT_MS]
+                return cv2.VideoCapture(self.source, cv2.CAP_FFMPEG, timeouts)
 
     def read(self) -> Frame | None:
         """The next grayscale frame; None at the end of a file; `CameraError` when a live source fails."""
