@@ -39,9 +39,8 @@ BENCH_DEVICE = "bench"
 class SerialisingPublisher:
     """A `Publisher` that builds and serialises every payload like `MqttPublisher`, then discards it.
 
-    It serialises the state on every frame (the MQTT publisher builds the faces on every frame and
-    serialises only when they change or the interval is due), so the publish stage it measures is an
-    upper bound of the daemon's, without the socket.
+    It builds and serialises the state on every frame (the MQTT publisher does so only when the faces change or
+    the interval is due), so the publish stage it measures is an upper bound of the daemon's, without the socket.
     """
 
     def __init__(self, model_id: str, device: str = BENCH_DEVICE) -> None:

@@ -1,8 +1,9 @@
 """The `edged` command line: run the daemon, check an installation, show the configuration, try images, watch.
 
-Exit status: 0 ok; 1 a check failed or an image could not be read; 2 bad command line; 69 the camera, broker or
-the outbox's disk is unavailable; 78 configuration (a bad EDGED_* variable, the model, the Haar cascade, a video
-file that is missing or unreadable, a state directory that cannot be written).
+Exit status: 0 ok; 1 a check failed, an image could not be read, or `watch --once` saw alerts; 2 bad command line;
+69 the camera, broker or the outbox's disk is unavailable, or another edged holds the outbox; 78 configuration (a
+bad EDGED_* variable, the model, the Haar cascade, a video file that is missing or unreadable, a state directory or
+outbox that cannot be written, TLS files that are not PEM, picamera2 not installed).
 """
 
 from __future__ import annotations
@@ -42,8 +43,9 @@ camera sources (EDGED_CAMERA__SOURCE): 0 or /dev/video0 (V4L2), picamera2 (Raspb
   gst:<pipeline ending in appsink> (needs an OpenCV with GStreamer, e.g. JetPack's), rtsp://... or
   http://... streams, or a video file (it ends, and `edged run` exits 0 after publishing what is pending).
 
-exit status: 0 ok, 1 a check or an image failed, 2 usage, 69 camera, broker or outbox disk unavailable,
-  78 configuration (bad variable, model, Haar cascade, video file or state directory)."""
+exit status: 0 ok, 1 a check or an image failed or `watch --once` saw alerts, 2 usage, 69 camera, broker or
+  outbox unavailable, 78 configuration (bad variable, model, Haar cascade, video file, state directory, TLS files,
+  picamera2 missing): systemd does not restart the service on 78."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,9 +88,10 @@ def _parser() -> argparse.ArgumentParser:
     add("run", _run, "run the daemon until SIGTERM/SIGINT or the end of a video file",
         "Run the daemon: capture, detect, classify, track, publish. SIGTERM and SIGINT stop it cleanly "
         "(the broker then shows the device offline). A video file source ends the run with status 0.")
-    p = add("check", _check, "check the configuration, model, cascade, camera and broker (PASS/FAIL per item)",
+    p = add("check", _check, "check the configuration, model, cascade, camera, outbox and broker (PASS/FAIL per item)",
             "For installers: validate EDGED_* variables, load the model and the Haar cascade, open the camera and "
-            "read one frame, connect to the broker. Prints PASS or FAIL per item; exits 1 if any failed.")
+            "read one frame, read the outbox in EDGED_STATE_DIR (events waiting; nothing is created or changed), "
+            "connect to the broker. Prints PASS or FAIL per item; exits 1 if any failed.")
     p.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
                    help="how long to wait for the broker (default 10)")
     p.add_argument("--skip-broker", action="store_true", help="do not connect to the broker")

@@ -8,10 +8,11 @@ documented topic), all sharing one `device` block and edged's own `status` topic
 - `fps`: frames per second from the `stats` topic.
 
 `expire_after` makes a value go unavailable when its topic stops updating (a stalled camera keeps the device
-`online` but stops state and stats). The publisher sends these on every connect and again whenever Home Assistant
-announces `online` on its status topic (its birth message), which is how a restarted Home Assistant that lost its
-retained subscriptions finds the device again. Turned off, edged publishes nothing under the discovery prefix and
-leaves configs from an earlier run alone (docs/homeassistant.md says how to remove them).
+`online` but stops state; stats go on with the frame rate falling to 0). The publisher sends these on every
+connect and again whenever Home Assistant announces `online` on its status topic (its birth message), which is
+how a restarted Home Assistant that lost its retained subscriptions finds the device again. Turned off, edged
+publishes nothing under the discovery prefix and leaves configs from an earlier run alone (docs/homeassistant.md
+says how to remove them).
 """
 
 from __future__ import annotations

@@ -105,7 +105,9 @@ fi
 status=0
 if [ -x "$prefix/bin/edged" ]; then
   if ! (
-    export EDGED_MODEL__PATH="$prefix/models/emotions-int8.tflite" CREDENTIALS_DIRECTORY="$etc"
+    # STATE_DIRECTORY: the service's outbox (StateDirectory=edged), which the check reads without changing it.
+    export EDGED_MODEL__PATH="$prefix/models/emotions-int8.tflite" CREDENTIALS_DIRECTORY="$etc" \
+      STATE_DIRECTORY="${EDGED_STATE_DIR:-/var/lib/edged}"
     while IFS= read -r line || [ -n "$line" ]; do
       case "$line" in ''|'#'*) continue ;; esac
       export "${line?}"

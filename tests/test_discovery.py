@@ -222,5 +222,5 @@ def test_the_example_in_the_docs_is_what_edged_publishes():
     doc = (ROOT / "docs" / "homeassistant.md").read_text()
     topic, text = re.search(r"<!-- example: discovery (\S+) -->\n```json\n(.*?)```", doc, re.S).groups()
     ha = HomeAssistantDiscovery(HomeAssistantSettings(enabled=True), MqttSettings(), "kiosk-lobby",
-                                "emotions-int8-1a93ada7", "0.1.0")
+                                "emotions-int8-1a93ada7", "0.2.0")
     assert ha.configs()[topic] == json.loads(text)
