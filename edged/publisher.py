@@ -37,6 +37,10 @@ logger = logging.getLogger(__name__)
 
 THERMAL_PATH = Path("/sys/class/thermal/thermal_zone0/temp")
 _SSL_HINT = "; check EDGED_MQTT__CA_FILE (the CA that signed the broker's certificate) and EDGED_MQTT__HOST"
+# close(): `offline` gets at least this long to be acknowledged, the drain thread this long to stop (seconds);
+# systemd/edged.service's TimeoutStopSec counts on both (tests/test_systemd.py).
+OFFLINE_WAIT_MIN_S = 0.5
+DRAIN_JOIN_S = 5.0
 _CREDENTIAL_REASONS = {"Bad user name or password", "Not authorized"}
 
 
@@ -279,7 +283,7 @@ class MqttPublisher:
                 with self._lock:
                     info = self._publish("status", STATUS_OFFLINE, qos=1, retain=True)
                 try:
-                    info.wait_for_publish(max(0.5, deadline - time.monotonic()))
+                    info.wait_for_publish(max(OFFLINE_WAIT_MIN_S, deadline - time.monotonic()))
                 except (RuntimeError, ValueError) as exc:
                     logger.debug("offline status not acknowledged: %s", exc)
             if self.outbox.depth:
@@ -290,7 +294,7 @@ class MqttPublisher:
             self._drain_stop.set()
             self._kick()
             if self._drain_thread.is_alive():
-                self._drain_thread.join(5.0)
+                self._drain_thread.join(DRAIN_JOIN_S)
             self._client.loop_stop()
             self._connected.clear()
             self._close_outbox()

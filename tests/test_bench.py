@@ -49,7 +49,8 @@ def test_bench_runs_the_whole_clip_and_reports_every_figure():
     assert "capture to publish" in render(result)
 
 
-def test_realtime_bench_keeps_pace_with_the_clip():
+def test_realtime_bench_paces_the_clip_at_its_own_rate_and_accounts_for_every_frame():
+    # Whether it keeps up (0 dropped, p95 latency) is a benchmark figure (bench/perf.py), not a timed assertion.
     result = run_bench(bench_settings(CLIP_30FPS, 1, realtime=True, environ=_environ(require_model())))
     assert result["realtime"] and result["clip_fps"] == 30.0
     assert result["frames"] + result["frames_dropped"] == 180 and result["frames_with_faces"] > 100

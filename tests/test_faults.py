@@ -96,6 +96,16 @@ def finish(daemon: subprocess.Popen, timeout: float = 30) -> str:
     return stderr
 
 
+def spooled_now(state: Path) -> int:
+    """Events in the spool, 0 while the daemon has not made it yet (for polling)."""
+    if not (state / FILE_NAME).exists():
+        return 0
+    try:
+        return spooled(state)[1]
+    except sqlite3.Error:  # the file is there, its tables not yet
+        return 0
+
+
 def spooled(state: Path) -> tuple[int, int]:
     """(last events seq given out, events still in the spool), read from the daemon's own file."""
     db = sqlite3.connect(state / FILE_NAME)
@@ -189,9 +199,8 @@ def test_broker_down_at_start_then_everything_is_delivered(tmp_path):
         PersistentSubscriber(broker.port).close()  # the session exists before the broker goes away
         broker.stop()
         daemon = start_daemon(broker.port, state)
-        time.sleep(4.0)
+        wait_until(lambda: spooled_now(state) > 0, timeout=30, what="events waiting in the spool")
         assert daemon.poll() is None, "the daemon runs without a broker"
-        assert spooled(state)[1] > 0, "events wait in the spool"
         broker.start()
         up_at = time.monotonic()
         watcher = PersistentSubscriber(broker.port)
@@ -289,7 +298,8 @@ def test_http_camera_that_goes_away_is_reopened_and_logged_once_each(mjpeg_camer
         mjpeg_camera.stop()
         lost_at = time.monotonic()
         wait_until(lambda: not capture.camera_ok, what="the loss to be noticed")
-        time.sleep(1.0)  # several failed reopen attempts
+        wait_until(lambda: sum("still unavailable" in r.getMessage() for r in caplog.records) >= 3, timeout=10,
+                   what="several failed reopen attempts")
         assert capture.absent
         mjpeg_camera.start()
         wait_until(lambda: capture.camera_ok, timeout=10, what="the camera back")
@@ -320,7 +330,7 @@ def test_daemon_starts_without_its_http_camera_and_picks_it_up_when_it_appears(m
     runner = threading.Thread(target=lambda: result.append(pipeline.run()))
     runner.start()
     try:
-        time.sleep(1.5)
+        wait_until(lambda: pipeline.capture.absent, timeout=10, what="a failed reopen of the absent camera")
         assert pipeline.frames == 0 and not pipeline.stats()["camera_ok"]
         assert pipeline.capture.absent  # so the systemd watchdog is fed while waiting: no restart loop
         assert "camera lost, reopening" in pipeline.status_line()

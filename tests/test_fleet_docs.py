@@ -92,6 +92,11 @@ def test_shared_subscription_splits_events_between_two_workers(broker):
     assert len(commands) == 2
     workers = [subprocess.Popen(["stdbuf", "-oL", *shlex.split(c), "-h", "127.0.0.1", "-p", str(broker.port)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in commands]
+    lines: list[list[str]] = [[], []]
+    readers = [threading.Thread(target=lambda w=w, out=out: out.extend(w.stdout), daemon=True)
+               for w, out in zip(workers, lines, strict=True)]
+    for reader in readers:
+        reader.start()
     pub = publisher(broker.port, "kiosk-1")
     everything = Subscriber(broker.port, "edged/+/events")
     try:
@@ -101,13 +106,14 @@ def test_shared_subscription_splits_events_between_two_workers(broker):
         for i in range(100):
             pub.event(TrackEvent("face_appeared", track(id_=i), 1_700_000_000.0 + i))
         everything.wait_count("edged/kiosk-1/events", 100)
-        threading.Event().wait(0.3)  # the workers got theirs at the same time; let their output land
+        wait_until(lambda: len(lines[0]) + len(lines[1]) >= 100, what="the workers' 100 events")
     finally:
         pub.close(timeout=1.0)
         everything.close()
         for w in workers:
             w.terminate()
-    seqs = [{json.loads(line)["seq"] for line in w.communicate(timeout=5)[0].splitlines()} for w in workers]
+            w.wait(5)
+    seqs = [{json.loads(line)["seq"] for line in out} for out in lines]
     assert seqs[0] and seqs[1], "each worker gets a share"
     assert not seqs[0] & seqs[1], "no event goes to both"
     assert seqs[0] | seqs[1] == set(range(1, 101))

@@ -45,13 +45,15 @@ def test_unit_is_a_notify_service_with_watchdog_restarts_and_credentials():
 
 def test_stop_timeout_outlasts_the_longest_clean_shutdown():
     from edged.pipeline import CAPTURE_JOIN_S
+    from edged.publisher import DRAIN_JOIN_S, OFFLINE_WAIT_MIN_S
     from edged.settings import OutboxSettings
 
     longest_flush = OutboxSettings.model_fields["flush_timeout_s"].metadata
     flush_max = next(m.le for m in longest_flush if getattr(m, "le", None) is not None)
     stop_s = int(dict(_directives())["TimeoutStopSec"].removesuffix("s"))
-    # Beyond the two bounded waits: publishing face_left, state and `offline`, and disconnecting (well under 5 s).
-    assert stop_s >= CAPTURE_JOIN_S + flush_max + 5
+    bounded = CAPTURE_JOIN_S + flush_max + OFFLINE_WAIT_MIN_S + DRAIN_JOIN_S
+    # Beyond the bounded waits: publishing face_left, state and stats, and disconnecting (well under 2 s).
+    assert stop_s >= bounded + 2
 
 
 def test_camera_devices_are_allowed_by_class_not_by_glob():
