@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 import time
@@ -158,6 +159,37 @@ def test_capture_reopens_a_lost_camera():
     capture.join(5)
     assert camera.opens == 1 and 3 not in seen and max(seen) > 3
     assert not capture.alive
+
+
+class OpensButCannotRead(FlakyCamera):
+    """A stream that accepts every connection, then fails its first `bad_reads` reads (e.g. a server that is up
+    before its encoder is)."""
+
+    def __init__(self, bad_reads: int) -> None:
+        super().__init__(fail_after=0)
+        self.bad_reads = bad_reads
+
+    def read(self) -> Frame:
+        if self.bad_reads > 0:
+            self.bad_reads -= 1
+            raise CameraError("camera 'stubborn' delivered no frame")
+        return super().read()
+
+
+def test_a_camera_that_opens_but_cannot_read_is_back_only_once_it_delivers(caplog):
+    caplog.set_level(logging.INFO, logger="edged.camera.capture")
+    camera, queue, stop = OpensButCannotRead(bad_reads=6), FrameQueue(2), threading.Event()
+    capture = Capture(camera, queue, stop, lossless=True, backoff_min_s=0.01, backoff_max_s=0.02)
+    capture.start()
+    try:
+        first = queue.get(5.0)
+    finally:
+        stop.set()
+        capture.join(5)
+    assert first is not None and first.index == 1  # the frame that proved it back is delivered, not dropped
+    assert camera.opens == 6 and capture.reconnects == 1  # five failed reopens, then one that read a frame
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("camera lost" in m for m in messages) == 1 and sum("camera back" in m for m in messages) == 1
 
 
 class FakePicamera2:

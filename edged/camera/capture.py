@@ -9,6 +9,7 @@ import time
 from edged.camera import FrameSource
 from edged.camera.queue import FrameQueue
 from edged.errors import CameraError, EdgedError
+from edged.faces import Frame
 from edged.stats import Rolling
 
 logger = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class Capture:
         self.error: EdgedError | None = None
         self.reconnects = 0
         self._lost: CameraError | None = opened  # why the source is not open yet, if it is not
+        self._pending: Frame | None = None  # the frame a reopen read to prove the camera is back
         self.camera_ok = opened is None
         self.absent = opened is not None
         self._thread = threading.Thread(target=self._run, name="edged-capture", daemon=True)
@@ -63,7 +65,7 @@ class Capture:
             while not self.stop.is_set():
                 started = time.perf_counter()
                 try:
-                    frame = self.source.read()
+                    frame, self._pending = (self._pending or self.source.read()), None
                 except CameraError as exc:
                     if not self._reopen(exc):
                         return
@@ -107,6 +109,9 @@ class Capture:
             attempts += 1
             try:
                 self.source.open()
+                # Back only once it delivers: a stream that accepts the connection and then fails every read
+                # would otherwise be "lost" and "back" every second, in the log and in the stats.
+                self._pending = self.source.read()
             except CameraError as exc:
                 self.absent = True
                 delay = min(delay * 2, self.backoff_max_s)
