@@ -44,7 +44,7 @@ class _Feed:
         # A random client id: several watchers may run at once, and none of them must take a device's id.
         self.client = build_client(mqtt, f"edged-watch-{uuid.uuid4().hex[:8]}", password)
         self.client.on_connect = self._on_connect
-        self.client.on_subscribe = lambda *_: self.subscribed.set()
+        self.client.on_subscribe = self._on_subscribe
         self.client.on_disconnect = self._on_disconnect
         self.client.on_connect_fail = self._on_connect_fail
         self.client.on_message = self._on_message
@@ -56,6 +56,14 @@ class _Feed:
             return
         client.subscribe(self.subscription, qos=1)
         self.link = f"{self._mqtt.host}:{self._mqtt.port} {self.subscription}"
+
+    def _on_subscribe(self, client: Any, userdata: Any, mid: int, reasons: list[Any], properties: Any) -> None:
+        # A broker whose ACL does not let this user read the topics refuses in the SUBACK, not in the CONNACK.
+        refused = [r for r in reasons if r.is_failure]
+        if refused:
+            self.link = self.refused = (f"MQTT broker {self._mqtt.host}:{self._mqtt.port} refused the subscription to "
+                                        f"{self.subscription}: {refused[0]}; check the broker's ACL for this user")
+        self.subscribed.set()
 
     def _on_connect_fail(self, client: Any, userdata: Any) -> None:
         self.refused = f"cannot reach MQTT broker {self._mqtt.host}:{self._mqtt.port}"
@@ -183,4 +191,6 @@ def watch_once(mqtt: MqttSettings, password: SecretStr | None, view: FleetView, 
         while not feed.subscribed.wait(0.05):
             if feed.refused or time.monotonic() > deadline:
                 raise BrokerError(feed.refused or f"cannot reach MQTT broker {mqtt.host}:{mqtt.port}")
+        if feed.refused:
+            raise BrokerError(feed.refused)
         threading.Event().wait(wait_s)

@@ -180,3 +180,4 @@ def test_acl_lets_a_kiosk_write_only_its_own_topics(acl_broker):
     topics = {m.topic for m in dashboard.messages}
     assert "edged/kiosk-1/events" in topics and "edged/kiosk-2/events" not in topics
     assert {m.text for m in dashboard.on("edged/kiosk-1/events")} == {"own"}
+
