@@ -28,6 +28,8 @@ sub=$!
 sleep 0.5
 export EDGED_MQTT__HOST=127.0.0.1 EDGED_MQTT__PORT="$port" EDGED_DEVICE_ID="${EDGED_DEVICE_ID:-demo-kiosk}"
 export EDGED_CAMERA__SOURCE="${EDGED_CAMERA__SOURCE:-samples/faces.mp4}"
+# A throwaway outbox too: the demo must not replay into, or lock, a real daemon's state directory.
+export EDGED_STATE_DIR="${EDGED_STATE_DIR:-$work/state}"
 status=0
 .venv/bin/edged run "$@" || status=$?
 sleep 1
