@@ -161,7 +161,10 @@ class Latency(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    decode: Percentiles = Field(description="Reading and converting a frame from the source")
+    decode: Percentiles = Field(
+        description="Reading and converting a frame from the source; for a live camera this includes waiting for "
+        "the next frame (about 1/fps), so it is not CPU time"
+    )
     detect: Percentiles = Field(description="Haar face detection on one frame")
     classify: Percentiles = Field(description="Emotion classification of the faces of one frame")
     track: Percentiles = Field(description="Tracking and smoothing for one frame")
