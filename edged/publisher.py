@@ -3,9 +3,8 @@
 Topics under `<prefix>/<device>/`: `status` (online/offline, retained, also the Last Will), `events` (QoS 1),
 `state` and `stats` (retained). paho's network thread does all I/O and reconnects with backoff by itself.
 
-Events go through the outbox (`edged.outbox`): the caller hands them over and returns at once; a drain thread
-commits each to disk (taking its seq), hands paho at most `inflight` of them at a time, in spool order, and
-deletes each on its PUBACK. So a
+Events go through the outbox (`edged.outbox`): the caller's thread writes them to disk and returns; a drain
+thread hands paho at most `inflight` of them at a time, in spool order, and deletes each on its PUBACK. So a
 backlog of 100k events after an outage never sits in paho's memory, and neither the pipeline nor the live
 state and stats wait behind it. paho resends what it holds after a reconnect; what it never got an
 acknowledgement for before the process ended is still in the spool, and sent again at the next start.
@@ -19,7 +18,6 @@ import ssl
 import sys
 import threading
 import time
-from collections import deque
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -173,9 +171,6 @@ class MqttPublisher:
         self._kicked = True
         self._inflight: dict[int, int] = {}
         self._acked_mids: list[int] = []
-        # Events from the pipeline, committed to the outbox by the drain thread: the frame loop never waits for
-        # the disk (an fsync per event takes tens of ms on an SD card). Only these few ms are not yet durable.
-        self._to_spool: deque[TrackEvent] = deque()
         self._drain_stop = threading.Event()
         self._drain_thread = threading.Thread(target=self._drain, name="edged-outbox", daemon=True)
 
@@ -208,8 +203,8 @@ class MqttPublisher:
 
     @property
     def backlog(self) -> int:
-        """Events not yet acknowledged by the broker: in the spool, or about to be committed to it."""
-        return self.outbox.depth + len(self._to_spool)
+        """Events in the spool, not yet acknowledged by the broker."""
+        return self.outbox.depth
 
     def wait_connected(self, timeout: float) -> bool:
         """Wait up to `timeout` seconds for an accepted connection; for `edged check` and tests."""
@@ -228,12 +223,9 @@ class MqttPublisher:
         self._drain_thread.start()
 
     def event(self, event: TrackEvent) -> None:
-        """Hand one track event (QoS 1) to the drain thread, which commits it to the outbox, then sends it; never
-        waits for the disk or the broker."""
-        with self._drain_wake:
-            self._to_spool.append(event)
-            self._kicked = True
-            self._drain_wake.notify_all()
+        """Spool one track event (QoS 1) and wake the drain; never waits for the broker."""
+        self.outbox.append("events", lambda seq: Event.from_track_event(event, self._device, seq).to_json())
+        self._kick()
 
     def state(self, tracks: list[Track], ts_utc: float) -> None:
         """Report the faces in view now; published at most every state_interval_s, at once when they change."""
@@ -267,7 +259,7 @@ class MqttPublisher:
     def outbox_stats(self) -> dict[str, int]:
         """The spool's figures for the stats topic."""
         box = self.outbox
-        return {"outbox_depth": self.backlog, "outbox_dropped_full": box.dropped_full,
+        return {"outbox_depth": box.depth, "outbox_dropped_full": box.dropped_full,
                 "outbox_dropped_expired": box.dropped_expired, "outbox_write_errors": box.write_errors,
                 "outbox_rejected": self._rejected}
 
@@ -275,8 +267,6 @@ class MqttPublisher:
         """Flush pending state, give the broker up to `timeout` s to acknowledge the spooled events, publish
         `offline` last, and disconnect. What is not acknowledged by then stays in the spool for the next start."""
         if not self._started or self._closing:
-            if not self._started:
-                self._spool_pending()  # no drain thread ever ran: commit what the pipeline handed over
             self._close_outbox()
             return
         self._closing = True
@@ -288,7 +278,7 @@ class MqttPublisher:
                         self._send_state()
                 self._kick()
                 with self._drain_wake:
-                    self._drain_wake.wait_for(lambda: self.backlog == 0 or not self.connected,
+                    self._drain_wake.wait_for(lambda: self.outbox.depth == 0 or not self.connected,
                                               max(0.0, deadline - time.monotonic()))
                 with self._lock:
                     info = self._publish("status", STATUS_OFFLINE, qos=1, retain=True)
@@ -296,9 +286,9 @@ class MqttPublisher:
                     info.wait_for_publish(max(OFFLINE_WAIT_MIN_S, deadline - time.monotonic()))
                 except (RuntimeError, ValueError) as exc:
                     logger.debug("offline status not acknowledged: %s", exc)
-            if self.backlog:
+            if self.outbox.depth:
                 logger.warning("%d events not acknowledged by the broker: kept in %s for the next start",
-                               self.backlog, self.outbox.path)
+                               self.outbox.depth, self.outbox.path)
             self._client.disconnect()
         finally:
             self._drain_stop.set()
@@ -332,7 +322,6 @@ class MqttPublisher:
                 acked = self._take_acked()
                 room = self._window - len(self._inflight)
             try:
-                self._spool_pending()
                 self.outbox.ack(acked)
                 if time.monotonic() >= next_expiry:  # also while disconnected, so depth shows what is still worth sending
                     self.outbox.expire()
@@ -352,23 +341,9 @@ class MqttPublisher:
         with self._drain_wake:  # acknowledged while stopping: not sent again at the next start
             acked = self._take_acked()
         try:
-            self._spool_pending()  # handed over while stopping (face_left on SIGTERM): sent at the next start
             self.outbox.ack(acked)
         except Exception:
-            logger.exception("committing or deleting events in the outbox failed")
-
-    def _spool_pending(self) -> None:
-        """Commit the events the pipeline handed over to the outbox, in order (each takes its seq here)."""
-        while True:
-            with self._drain_wake:
-                if not self._to_spool:
-                    return
-                event = self._to_spool[0]  # counted in backlog until committed
-            try:
-                self.outbox.append("events", lambda seq, e=event: Event.from_track_event(e, self._device, seq).to_json())
-            finally:
-                with self._drain_wake:
-                    self._to_spool.popleft()
+            logger.exception("deleting acknowledged events from the outbox failed")
 
     def _take_acked(self) -> list[int]:
         """Outbox ids of the in-flight events acknowledged since the last call; with `_drain_wake` held."""
