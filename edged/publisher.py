@@ -78,13 +78,7 @@ def build_client(mqtt: MqttSettings, client_id: str, password: SecretStr | None)
         if mqtt.username is not None:
             client.username_pw_set(mqtt.username, password.get_secret_value() if password else None)
         if mqtt.tls:
-            check_tls_files(mqtt)
-            # ca_certs=None makes paho load the system CA store.
-            client.tls_set(
-                ca_certs=str(mqtt.ca_file) if mqtt.ca_file else None,
-                certfile=str(mqtt.cert_file) if mqtt.cert_file else None,
-                keyfile=str(mqtt.key_file) if mqtt.key_file else None,
-            )
+            client.tls_set_context(tls_context(mqtt))
             client.tls_insecure_set(mqtt.tls_insecure)
         client.reconnect_delay_set(mqtt.reconnect_min_s, mqtt.reconnect_max_s)  # type: ignore[arg-type]  # floats work
     except (ssl.SSLError, OSError, ValueError) as exc:
@@ -92,21 +86,23 @@ def build_client(mqtt: MqttSettings, client_id: str, password: SecretStr | None)
     return client
 
 
-def check_tls_files(mqtt: MqttSettings) -> None:
-    """ConfigError naming the variable when the CA bundle, or the client certificate and key, are not usable PEM:
-    retrying cannot fix a file (exit 78), and paho's own error names neither the file nor the variable."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    if mqtt.ca_file is not None:
-        try:
-            context.load_verify_locations(cafile=str(mqtt.ca_file))
-        except (ssl.SSLError, OSError) as exc:
-            raise ConfigError(f"{env_name('mqtt', 'ca_file')}={mqtt.ca_file}: not a usable CA bundle (PEM): {exc}") from None
+def tls_context(mqtt: MqttSettings) -> ssl.SSLContext:
+    """The TLS context paho connects with: the CA bundle (else the system store), the client certificate if any.
+
+    ConfigError naming the variable when a file is not usable PEM: retrying cannot fix a file (exit 78), and
+    the SSL error alone names neither the file nor the variable.
+    """
+    try:
+        context = ssl.create_default_context(cafile=str(mqtt.ca_file) if mqtt.ca_file else None)
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(f"{env_name('mqtt', 'ca_file')}={mqtt.ca_file}: not a usable CA bundle (PEM): {exc}") from None
     if mqtt.cert_file is not None:
         try:
             context.load_cert_chain(str(mqtt.cert_file), str(mqtt.key_file) if mqtt.key_file else None)
         except (ssl.SSLError, OSError) as exc:
             raise ConfigError(f"{env_name('mqtt', 'cert_file')}={mqtt.cert_file} and {env_name('mqtt', 'key_file')}="
                               f"{mqtt.key_file}: not a usable certificate and private key (PEM): {exc}") from None
+    return context
 
 
 def refusal_message(mqtt: MqttSettings, reason: ReasonCode | str) -> str:
