@@ -74,6 +74,20 @@ def read_sidecar(model: Path) -> dict:
     return meta
 
 
+def face_crop(meta: dict, where: Path) -> tuple[float, float, float]:
+    """(scale, shift_x, shift_y) of the sidecar's optional `face_crop`: how the training data framed a face
+    relative to a Haar box (see bench/framing.py); (1, 0, 0), the box itself, when the sidecar has none."""
+    crop = meta.get("face_crop") or {}
+    try:
+        scale, shift_x, shift_y = (float(crop.get(k, d)) for k, d in (("scale", 1.0), ("shift_x", 0.0), ("shift_y", 0.0)))
+    except (TypeError, ValueError, AttributeError):
+        raise ModelError(f"model sidecar {where}: face_crop must be {{'scale': s, 'shift_x': dx, 'shift_y': dy}} numbers, "
+                         f"got {crop!r}") from None
+    if not (0.5 <= scale <= 3 and abs(shift_x) <= 0.5 and abs(shift_y) <= 0.5):
+        raise ModelError(f"model sidecar {where}: face_crop {crop!r} is out of range (scale 0.5-3, shifts within 0.5)")
+    return scale, shift_x, shift_y
+
+
 def _pre_shrink(crop: np.ndarray, height: int, width: int) -> np.ndarray:
     """The crop averaged down by the largest whole factor that keeps it at least height x width.
 
@@ -123,6 +137,7 @@ class EmotionClassifier:
                              f"{sidecar_path(self.path)} lists {len(self.labels)} labels")
         self.input_size: tuple[int, int] = (shape[1], shape[2])  # (height, width) pixels
         self._check_sidecar_input(meta)
+        self.face_crop: tuple[float, float, float] = face_crop(meta, sidecar_path(self.path))
         self._input_index = int(inp["index"])
         self._output_index = int(out["index"])
         self._in_scale, self._in_zero = (float(q) for q in inp["quantization"])
@@ -176,10 +191,14 @@ class EmotionClassifier:
         return raw.astype(np.float32)
 
     def _crop(self, gray: np.ndarray, box: Box) -> np.ndarray:
-        """A square around the box centre (side = the longer box side), clipped to the frame: a view, not a copy."""
+        """The square the model was trained to see around a detected face (the sidecar's `face_crop`: side =
+        scale x the longer box side, centre shifted by shift_x, shift_y box sides), clipped to the frame:
+        a view, not a copy."""
         x, y, w, h = box
-        side = max(w, h, 1)
-        cx, cy = x + w / 2, y + h / 2
+        scale, shift_x, shift_y = self.face_crop
+        box_side = max(w, h, 1)
+        side = max(1, round(box_side * scale))
+        cx, cy = x + w / 2 + shift_x * box_side, y + h / 2 + shift_y * box_side
         frame_h, frame_w = gray.shape[:2]
         x0 = min(max(0, round(cx - side / 2)), frame_w - 1)
         y0 = min(max(0, round(cy - side / 2)), frame_h - 1)

@@ -39,29 +39,33 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("train", help="train a reference CNN on Training, validated on PublicTest",
-                       description="Train a reference CNN with augmentation, cosine learning rate and early stopping; "
-                       "the best epoch by PublicTest accuracy is saved. The model takes pixels/255.")
-    p.add_argument("--data", required=True, type=Path, help=DATA_HELP)
-    p.add_argument("--out", required=True, type=Path, help="where to write the .keras model (and OUT.history.json)")
-    p.add_argument("--arch", default="edge", choices=("edge", "seed"),
-                   help="edge: compact separable CNN for a Pi (default); seed: the paper's 6-conv 3.3M model")
-    p.add_argument("--size", type=int, default=48, help="input height and width in pixels (default 48)")
-    p.add_argument("--epochs", type=int, default=40, help="most epochs to run (default 40)")
-    p.add_argument("--batch-size", type=int, default=128, help="default 128")
-    p.add_argument("--learning-rate", type=float, default=2e-3, help="peak learning rate of the cosine schedule")
-    p.add_argument("--patience", type=int, default=10, help="early stopping: epochs without a better PublicTest accuracy")
-    p.add_argument("--time-budget", type=float, default=None, metavar="MINUTES",
-                   help="stop before an epoch would end past this many minutes")
-    p.add_argument("--no-augment", dest="augment", action="store_false", help="train without flips, shifts and zoom")
-    p.add_argument("--train-split", default="Training", help="split to fit (default Training)")
-    p.add_argument("--val-split", default="PublicTest", help="split to validate on (default PublicTest)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--init", type=Path, metavar="MODEL",
-                   help="start from this model's weights (same --arch and --size): a second, warm-restarted cycle")
-    p.add_argument("--ema", type=float, default=None, metavar="MOMENTUM",
-                   help="validate and keep an exponential moving average of the weights (e.g. 0.998)")
+    p = sub.add_parser("train", help="train a reference CNN on Training, validated on PublicTest (resumable)",
+                       description="Train a reference CNN: random crops, flips, rotation, random erasing, label "
+                       "smoothing, AdamW with a cosine schedule (plus optional warm restarts that each end in a "
+                       "snapshot), an EMA of the weights. A checkpoint after every epoch lets --resume continue the "
+                       "same schedule on any machine. The best epoch by validation accuracy is saved to OUT; the "
+                       "model takes whole faces (pixels/255) and crops their centre inside the graph.",
+                       epilog="Example: quantize train --data fer2013.csv --out runs/edge/edge.keras --epochs 200 "
+                       "--cycles 3 --cycle-epochs 20 --checkpoint runs/edge/checkpoint.npz; after an interruption: "
+                       "quantize train --resume runs/edge/checkpoint.npz")
+    _training_flags(p)
     p.set_defaults(run=_train)
+
+    p = sub.add_parser("distill", help="train a student from the soft labels of teacher models",
+                       description="Knowledge distillation: the teachers' class probabilities for every training face "
+                       "(averaged over the teachers, and over the mirrored face with --tta flip) are computed once, "
+                       "stored in the checkpoint, and mixed with the smoothed true labels as the student's targets. "
+                       "Otherwise a `train` run: same flags, same checkpoints, same --resume.",
+                       epilog="Example: quantize distill --teacher runs/a.snapshot1.keras --teacher runs/a.snapshot2.keras "
+                       "--tta flip --data fer2013.csv --out runs/student.keras --epochs 100")
+    p.add_argument("--teacher", action="append", type=Path, default=[], metavar="MODEL",
+                   help="a teacher .keras/.h5 model taking pixels/255 (repeat for an ensemble)")
+    p.add_argument("--tta", choices=("none", "flip"), default="flip",
+                   help="average each teacher over the face and its mirror image (default flip)")
+    p.add_argument("--alpha", type=float, default=0.7,
+                   help="weight of the soft labels against the smoothed true labels (default 0.7)")
+    _training_flags(p)
+    p.set_defaults(run=_distill)
 
     p = sub.add_parser("convert", help="convert a Keras model to a full-int8 .tflite that takes raw pixels",
                        description="Full-integer post-training quantization: int8 weights, activations, input and "
@@ -78,6 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-split", default="PublicTest",
                    help="split whose float and int8 accuracy go into the sidecar (default PublicTest; skipped if absent)")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration sample (default 0)")
+    p.add_argument("--tta", choices=("none", "flip"), default="none",
+                   help="flip: the model averages the face and its mirror image in one invoke (about twice the "
+                   "time per face; recorded in the sidecar, and `check` evaluates the float model the same way)")
     p.set_defaults(run=_convert)
 
     p = sub.add_parser("check", help="compare float and int8 accuracy; exit 1 when the drop is too large",
@@ -107,20 +114,108 @@ def _normalization_flags(p: argparse.ArgumentParser, default_scale, default_offs
                    help="see --input-scale (0 for [0, 1] inputs, -1 with S=0.00784 for [-1, 1])")
 
 
-def _train(args) -> int:
-    from quantize.train import TrainOptions, train
+def _training_flags(p: argparse.ArgumentParser) -> None:
+    from quantize.train import TrainOptions
 
-    options = TrainOptions(
-        architecture=args.arch, size=args.size, epochs=args.epochs, batch_size=args.batch_size,
-        learning_rate=args.learning_rate, patience=args.patience, augment=args.augment, seed=args.seed,
-        time_budget_s=args.time_budget * 60 if args.time_budget else None, init=str(args.init) if args.init else None,
-        ema=args.ema,
+    d = TrainOptions()
+    p.add_argument("--data", type=Path, help=DATA_HELP + " (with --resume: only to give a new path)")
+    p.add_argument("--out", type=Path, help="where to write the .keras model (and OUT.history.json, snapshots beside it)")
+    p.add_argument("--checkpoint", type=Path, metavar="FILE",
+                   help="the checkpoint written after every epoch (default: OUT with .checkpoint.npz)")
+    p.add_argument("--resume", type=Path, metavar="CHECKPOINT",
+                   help="continue the run stored in this checkpoint (its options are used; other flags are ignored "
+                   "except --data, --time-budget)")
+    p.add_argument("--time-budget", type=float, default=None, metavar="MINUTES",
+                   help="stop (checkpointed) before an epoch would end past this many minutes of this invocation")
+    p.add_argument("--stop-after", type=int, default=None, metavar="EPOCHS",
+                   help="stop (checkpointed) after this many epochs of this invocation; --resume continues")
+    p.add_argument("--arch", default=d.architecture, choices=("edge", "seed"),
+                   help="edge: compact separable CNN for a Pi (default); seed: the paper's 6-conv 3.3M model")
+    p.add_argument("--size", type=int, default=d.size, help=f"faces are resized to this height and width (default {d.size})")
+    p.add_argument("--crop", type=int, default=d.crop,
+                   help=f"train on random CROPxCROP crops; the model crops the centre (default {d.crop}; 0: no crop)")
+    p.add_argument("--epochs", type=int, default=d.epochs, help=f"length of the first cosine cycle (default {d.epochs})")
+    p.add_argument("--cycles", type=int, default=d.cycles, help="warm restarts after it, each ending in a snapshot (default 0)")
+    p.add_argument("--cycle-epochs", type=int, default=d.cycle_epochs, help=f"epochs per restart (default {d.cycle_epochs})")
+    p.add_argument("--cycle-learning-rate", type=float, default=None, help="peak of the restarts (default: half the peak)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"default {d.batch_size}")
+    p.add_argument("--learning-rate", type=float, default=d.learning_rate,
+                   help=f"peak learning rate of the cosine schedule (default {d.learning_rate:g})")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help=f"AdamW weight decay (default {d.weight_decay:g})")
+    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing, help=f"default {d.label_smoothing:g}")
+    p.add_argument("--ema", type=float, default=d.ema, metavar="MOMENTUM",
+                   help=f"validate and keep an exponential moving average of the weights (default {d.ema}; 0: off)")
+    p.add_argument("--rotation", type=float, default=d.rotation_deg, metavar="DEG",
+                   help=f"largest random rotation in degrees (default {d.rotation_deg:g})")
+    p.add_argument("--erasing", type=float, default=d.erasing, metavar="P",
+                   help=f"probability of random erasing per face (default {d.erasing:g})")
+    p.add_argument("--no-augment", dest="augment", action="store_false", help="no augmentation at all (centre crops)")
+    p.add_argument("--train-split", default=d.train_split, help="split to fit; join with + (Training+PublicTest) for a final fit")
+    p.add_argument("--val-split", default=d.val_split,
+                   help="split to validate on (default PublicTest; 'none': keep the last epoch)")
+    p.add_argument("--seed", type=int, default=d.seed, help="random seed (default 0)")
+    p.add_argument("--init", type=Path, metavar="MODEL",
+                   help="start from this model's weights (same --arch and --crop): e.g. a final fit from the best model")
+
+
+def _options(args, **extra):
+    from quantize.train import TrainOptions
+
+    return TrainOptions(
+        architecture=args.arch, size=args.size, crop=args.crop or None, epochs=args.epochs, cycles=args.cycles,
+        cycle_epochs=args.cycle_epochs, cycle_learning_rate=args.cycle_learning_rate, batch_size=args.batch_size,
+        learning_rate=args.learning_rate, weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
+        ema=args.ema or None, augment=args.augment, rotation_deg=args.rotation, erasing=args.erasing, seed=args.seed,
+        train_split=args.train_split, val_split=None if args.val_split.lower() == "none" else args.val_split,
+        init=str(args.init) if args.init else None, **extra,
     )
-    summary = train(args.data, args.out, options, args.train_split, args.val_split)
-    print(f"{args.out}: {summary['parameters']:,} parameters, best PublicTest accuracy "
-          f"{summary['val_accuracy']:.2%} at epoch {summary['best_epoch']}/{summary['epochs_run']}, "
-          f"{summary['train_seconds'] / 60:.1f} min")
+
+
+def _run_training(args, options_extra: dict | None = None, soft=None) -> int:
+    from quantize import train
+
+    budget = args.time_budget * 60 if args.time_budget else None
+    if args.resume:
+        state = train.resume_state(args.resume, args.data)
+        checkpoint = args.resume
+        print(f"resuming {checkpoint}: epoch {state.epochs_done}/{state.options.total_epochs} done", file=sys.stderr)
+        soft = None  # stored in the checkpoint
+    else:
+        if args.data is None or args.out is None:
+            raise QuantizeError("--data and --out are required (or --resume CHECKPOINT)")
+        state = train.new_run(args.data, args.out, _options(args, **(options_extra or {})))
+        checkpoint = args.checkpoint or args.out.with_suffix(".checkpoint.npz")
+        if checkpoint.exists():
+            raise QuantizeError(f"{checkpoint} exists: continue it with --resume {checkpoint}, or choose --checkpoint")
+        soft = soft(state) if soft else None
+    state = train.train(state, checkpoint, budget, soft_labels=soft, resume=bool(args.resume), stop_after=args.stop_after)
+    best = state.best or {}
+    acc = f"best {state.options.val_split} accuracy {best['val_accuracy']:.2%} at epoch {best['epoch']}" \
+        if best.get("val_accuracy") is not None else "no validation"
+    done = state.epochs_done >= state.options.total_epochs
+    where = state.out if done else f"not finished: quantize train --resume {checkpoint}"
+    print(f"{where}: {state.epochs_done}/{state.options.total_epochs} epochs, {acc}, {state.seconds / 60:.1f} min in all")
     return EXIT_OK
+
+
+def _train(args) -> int:
+    return _run_training(args)
+
+
+def _distill(args) -> int:
+    if not args.resume and not args.teacher:
+        raise QuantizeError("distill needs at least one --teacher MODEL")
+    if not 0 < args.alpha <= 1:
+        raise QuantizeError(f"--alpha must be in (0, 1], got {args.alpha}")
+
+    def soft(state):
+        from quantize import train
+
+        faces = train._load(args.data, state.options.train_split).resized(state.options.size, state.options.size)
+        print(f"soft labels from {len(args.teacher)} teacher(s) on {len(faces)} faces (tta {args.tta})...", file=sys.stderr)
+        return train.soft_labels(args.teacher, faces, args.tta)
+
+    return _run_training(args, {"distill_alpha": args.alpha}, soft)
 
 
 def _convert(args) -> int:
@@ -131,12 +226,14 @@ def _convert(args) -> int:
     from quantize.convert import to_int8_tflite
     from quantize.datasets import load_split
     from quantize.errors import DataError
-    from quantize.keras_io import Normalization, input_size, load_keras, sha256
+    from quantize.keras_io import Normalization, input_size, load_keras, sha256, with_flip_tta
     from quantize.runners import Int8Model
 
     console = Console(stderr=True)
     norm = Normalization(args.input_scale, args.input_offset)
     model = load_keras(args.model)
+    if args.tta == "flip":
+        model = with_flip_tta(model)
     height, width = input_size(model)
     faces = load_split(args.data, args.calibration_split)
     calibration = faces.stratified_sample(args.calibration_size, args.seed).resized(height, width)
@@ -156,7 +253,7 @@ def _convert(args) -> int:
         accuracy = {"split": args.eval_split, "n": result["n"], "float": result["float"]["accuracy"],
                     "int8": result["int8"]["accuracy"], "drop_pts": result["drop_pts"], "agreement": result["agreement"]}
     calib = {"data": calibration.source, "n": len(calibration), "seed": args.seed}
-    meta = sidecar.build(int8, args.model, sha256(args.model), norm, calib, accuracy)
+    meta = sidecar.build(int8, args.model, sha256(args.model), norm, calib, accuracy, args.tta)
     sidecar.write(args.out, meta)
     line = f"{args.out}: {args.out.stat().st_size / 1024:,.0f} KB, input {height}x{width} int8 " \
            f"(scale {meta['input']['scale']:g}, zero point {meta['input']['zero_point']})"
@@ -172,7 +269,7 @@ def _check(args) -> int:
     from quantize.compare import compare
     from quantize.datasets import load_split
     from quantize.errors import ModelError
-    from quantize.keras_io import Normalization, load_keras, sha256
+    from quantize.keras_io import Normalization, load_keras, sha256, with_flip_tta
     from quantize.runners import Int8Model
 
     if args.max_drop < 0:
@@ -180,11 +277,15 @@ def _check(args) -> int:
     model = load_keras(args.keras)
     int8 = Int8Model(args.tflite)
     scale, offset = args.input_scale, args.input_offset
-    if scale is None or offset is None:
-        try:
-            meta = sidecar.read(args.tflite)
-        except ModelError as exc:
+    try:
+        meta = sidecar.read(args.tflite)
+    except ModelError as exc:
+        if scale is None or offset is None:
             raise QuantizeError(f"{exc}; pass --input-scale and --input-offset instead") from None
+        meta = {}
+    if meta.get("tta", "none") == "flip":
+        model = with_flip_tta(model)  # compare like with like: the int8 graph averages both views
+    if scale is None or offset is None:
         recorded = meta["normalization"]
         scale = recorded["input_scale"] if scale is None else scale
         offset = recorded["input_offset"] if offset is None else offset

@@ -60,3 +60,17 @@ def with_raw_pixel_input(model, norm: Normalization):
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+TTA_CHOICES = ("none", "flip")
+
+
+def with_flip_tta(model):
+    """Wrap `model` so one call averages its class scores for the image and its mirror image (B, H, W, C)
+    -> (B, 7). Converted to TFLite this is one invoke with both views inside the graph."""
+    from keras import layers, models, ops
+
+    x = layers.Input(model.input_shape[1:], name="image")
+    mirrored = layers.Lambda(lambda t: ops.flip(t, axis=2), name="mirror")(x)
+    scores = layers.Average(name="tta_flip")([model(x), model(mirrored)])
+    return models.Model(x, scores, name=f"{model.name}_tta_flip")

@@ -106,3 +106,36 @@ def test_each_runtime_gives_the_same_scores(classifier, runtime):
     ours, theirs = classifier.classify(gray, boxes), other.classify(gray, boxes)
     for a, b in zip(ours, theirs, strict=True):
         assert a == pytest.approx(b, abs=1 / 256 + 1e-6)  # one int8 output step at most
+
+
+def _with_face_crop(tmp_path, face_crop):
+    source = require_model()
+    model = tmp_path / "m.tflite"
+    shutil.copy(source, model)
+    meta = json.loads(source.with_suffix(".json").read_text())
+    meta["face_crop"] = face_crop
+    model.with_suffix(".json").write_text(json.dumps(meta))
+    return model
+
+
+def test_face_crop_frames_the_face_as_the_training_data_did(tmp_path):
+    """The sidecar's face_crop sets the square fed to the model: scale x the box side, centre shifted in box sides."""
+    gray = np.arange(400 * 400, dtype=np.uint32).reshape(400, 400).astype(np.uint8)
+    box = (100, 120, 80, 80)
+    plain = EmotionClassifier(_with_face_crop(tmp_path, None))
+    assert plain.face_crop == (1.0, 0.0, 0.0)
+    assert plain._crop(gray, box).shape == (80, 80)
+    framed = EmotionClassifier(_with_face_crop(tmp_path, {"scale": 1.5, "shift_x": 0.0, "shift_y": -0.25}))
+    crop = framed._crop(gray, box)
+    # side 120 around (140, 160 - 20): rows 80..200, columns 80..200
+    assert crop.shape == (120, 120)
+    assert np.shares_memory(crop, gray) and crop[0, 0] == gray[80, 80] and crop[-1, -1] == gray[199, 199]
+    gray_photo, boxes = _face(ASTRONAUT)
+    (scores,) = framed.classify(gray_photo, boxes)
+    assert sum(scores.values()) == pytest.approx(1.0, abs=0.05)
+
+
+@pytest.mark.parametrize("face_crop", [{"scale": "wide"}, {"scale": 9}, {"shift_y": 0.9}, [1, 2]])
+def test_bad_face_crop_names_the_sidecar(tmp_path, face_crop):
+    with pytest.raises(ModelError, match=r"m\.json: face_crop"):
+        EmotionClassifier(_with_face_crop(tmp_path, face_crop))

@@ -1,0 +1,137 @@
+"""`quantize train` / `distill` (resumable runs) and `convert --tta flip`, on tiny synthetic data."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from runcli import quantize
+from synthetic import gratings
+
+pytestmark = pytest.mark.slow
+
+RUN = ("--epochs", "3", "--batch-size", "32", "--crop", "40", "--ema", "0.9", "--seed", "3")
+
+
+@pytest.fixture(scope="module")
+def npz(tmp_path_factory):
+    path = tmp_path_factory.mktemp("faces") / "faces.npz"
+    x, y = gratings(140, seed=1)
+    xv, yv = gratings(70, seed=2)
+    np.savez(path, x_train=x, y_train=y, x_public=xv, y_public=yv)
+    return path
+
+
+def _checkpoint(path):
+    with np.load(path) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    return json.loads(str(arrays.pop("meta"))), arrays
+
+
+def test_a_run_split_by_resume_ends_where_an_uninterrupted_one_does(npz, tmp_path):
+    whole = tmp_path / "whole" / "m.keras"
+    quantize("train", "--data", npz, "--out", whole, *RUN, check=True)
+
+    split = tmp_path / "split" / "m.keras"
+    ckpt = tmp_path / "split" / "run.npz"
+    first = quantize("train", "--data", npz, "--out", split, "--checkpoint", ckpt, *RUN, "--stop-after", "1", check=True)
+    assert f"not finished: quantize train --resume {ckpt}" in first.stdout
+    assert not split.exists()
+    meta, _ = _checkpoint(ckpt)
+    assert meta["epochs_done"] == 1
+    # Resumed on "another machine": the data moved, and only the checkpoint and the new path are given.
+    moved = tmp_path / "elsewhere.npz"
+    moved.write_bytes(npz.read_bytes())
+    quantize("train", "--resume", ckpt, "--data", moved, check=True)
+
+    meta_whole, arrays_whole = _checkpoint(whole.with_suffix(".checkpoint.npz"))
+    meta_split, arrays_split = _checkpoint(ckpt)
+    assert meta_split["epochs_done"] == meta_whole["epochs_done"] == 3
+    steps = [h["step"] for h in meta_split["history"]]
+    assert steps == [h["step"] for h in meta_whole["history"]] == [5, 10, 15]  # 140 faces / 32 = 5 steps an epoch
+    assert [h["learning_rate"] for h in meta_split["history"]] == [h["learning_rate"] for h in meta_whole["history"]]
+    # The optimizer's state (step counter, moments, EMA) and the weights continue, not restart.
+    assert sorted(arrays_split) == sorted(arrays_whole)
+    for key in arrays_whole:
+        if key.startswith(("w/", "o/")):
+            np.testing.assert_allclose(arrays_split[key], arrays_whole[key], rtol=1e-3, atol=1e-4, err_msg=key)
+    history = json.loads(split.with_name("m.history.json").read_text())
+    assert [h["epoch"] for h in history["history"]] == [1, 2, 3], "the history file survives the resume"
+    assert split.exists() and meta_split["data"] == str(moved)
+
+
+def test_the_saved_model_takes_whole_faces_and_crops_inside(npz, tmp_path):
+    out = tmp_path / "m.keras"
+    quantize("train", "--data", npz, "--out", out, *RUN, "--cycles", "1", "--cycle-epochs", "1", check=True)
+    meta, arrays = _checkpoint(out.with_suffix(".checkpoint.npz"))
+    assert [s["epoch"] for s in meta["snapshots"]] == [3, 4], "a snapshot at the end of each cosine cycle"
+    assert any(k.startswith("snap1/") for k in arrays)
+    code = ("import keras, sys; m = keras.models.load_model(sys.argv[1]); "
+            "print(m.input_shape, [l.name for l in m.layers][:2])")
+    shown = subprocess.run([sys.executable, "-c", code, str(out.with_name("m.snapshot2.keras"))],
+                           capture_output=True, text=True, timeout=300, check=True).stdout
+    assert "(None, 48, 48, 1)" in shown and "center_crop" in shown
+
+
+def test_resume_refuses_a_file_that_is_not_a_checkpoint(tmp_path):
+    bogus = tmp_path / "x.npz"
+    bogus.write_text("not a zip")
+    result = quantize("train", "--resume", bogus)
+    assert result.returncode == 2 and "x.npz: not a quantize checkpoint" in result.stderr
+
+
+def test_a_new_run_never_overwrites_a_checkpoint(npz, tmp_path):
+    out = tmp_path / "m.keras"
+    out.with_suffix(".checkpoint.npz").write_bytes(b"precious")
+    result = quantize("train", "--data", npz, "--out", out, *RUN)
+    assert result.returncode == 2 and "--resume" in result.stderr
+    assert out.with_suffix(".checkpoint.npz").read_bytes() == b"precious"
+
+
+def test_distill_trains_on_stored_soft_labels(tiny, npz, tmp_path):
+    teacher = tiny / "small48.keras"  # a trained 48x48 model taking pixels/255 (no flip: a mirrored grating is another class)
+    out = tmp_path / "student.keras"
+    quantize("distill", "--teacher", teacher, "--tta", "none", "--alpha", "0.5", "--data", npz, "--out", out,
+             *RUN, "--stop-after", "1", check=True)
+    meta, arrays = _checkpoint(out.with_suffix(".checkpoint.npz"))
+    soft = arrays["soft_labels"].astype(np.float32)
+    assert soft.shape == (140, 7) and meta["options"]["distill_alpha"] == 0.5
+    np.testing.assert_allclose(soft.sum(axis=1), 1.0, atol=2e-3)
+    y = np.load(npz)["y_train"]
+    assert np.all(soft >= 0) and not np.allclose(soft, np.eye(7)[y], atol=0.05), "the teacher's own probabilities"
+    # The teacher knows the gratings: its soft labels put the most mass on the true class for most faces.
+    assert np.mean(soft.argmax(axis=1) == y) > 0.8
+    # Resuming needs no teacher: the soft labels travel in the checkpoint.
+    quantize("distill", "--resume", out.with_suffix(".checkpoint.npz"), check=True)
+    assert out.exists()
+
+
+def test_tta_flip_model_averages_the_face_and_its_mirror_in_one_invoke(tiny, tmp_path):
+    plain, flip = tmp_path / "plain.tflite", tmp_path / "flip.tflite"
+    common = ("--data", tiny / "faces.csv", "--calibration-size", "140")
+    quantize("convert", tiny / "small48.keras", *common, "--out", plain, check=True)
+    result = quantize("convert", tiny / "small48.keras", *common, "--out", flip, "--tta", "flip", check=True)
+    assert json.loads(flip.with_suffix(".json").read_text())["tta"] == "flip"
+    assert "accuracy float" in result.stdout
+
+    code = """
+import sys, numpy as np
+sys.path.insert(0, sys.argv[3])
+from quantize.runners import Int8Model
+from synthetic import gratings
+x, _ = gratings(60, seed=9)
+plain, flip = Int8Model(sys.argv[1]), Int8Model(sys.argv[2])
+both = (plain.scores(x) + plain.scores(x[:, :, ::-1].copy())) / 2
+tta = flip.scores(x)
+print(float(np.abs(tta - both).max()), float(np.mean(tta.argmax(1) == both.argmax(1))))
+"""
+    out = subprocess.run([sys.executable, "-c", code, str(plain), str(flip), str(Path(__file__).parent)],
+                         capture_output=True, text=True, timeout=300, check=True).stdout.split()
+    worst, agreement = float(out[-2]), float(out[-1])
+    assert worst < 0.08 and agreement >= 0.95, (worst, agreement)
+
+    check = quantize("check", "--keras", tiny / "small48.keras", "--tflite", flip, "--data", tiny / "faces.csv",
+                     "--no-latency", "--max-drop", "3")
+    assert check.returncode == 0, check.stdout + check.stderr
