@@ -19,6 +19,7 @@ import fcntl
 import logging
 import os
 import sqlite3
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -121,8 +122,7 @@ class Outbox:
             except sqlite3.OperationalError as exc:
                 os.close(lock)
                 full = getattr(exc, "sqlite_errorname", "").startswith(("SQLITE_FULL", "SQLITE_IOERR"))
-                hint = f": is the disk of {where} full?" if full else f" ({where})"
-                raise OutboxError(f"cannot write the outbox {path} ({exc}){hint}") from None
+                raise OutboxError(unwritable_message(path, where, str(exc), full)) from None
             except sqlite3.DatabaseError as exc:
                 if attempt == 2:
                     os.close(lock)
@@ -184,6 +184,11 @@ class Outbox:
             if rows:
                 self._handed_upto = rows[-1][0]
             return [Message(*row) for row in rows]
+
+    def rewind(self) -> None:
+        """Hand out every message again from the oldest: the MQTT client dropped what it held (a new connection)."""
+        with self._lock:
+            self._handed_upto = 0
 
     def ack(self, ids: list[int]) -> None:
         """Delete acknowledged messages (one transaction for the batch)."""
@@ -284,6 +289,45 @@ class Outbox:
             self._failing = None
 
 
+def unwritable_message(path: Path, where: str, detail: str, full: bool) -> str:
+    """The words for a spool the disk refuses, for `edged run` and `edged check` alike."""
+    hint = f": is the disk of {where} full?" if full else f" ({where})"
+    return f"cannot write the outbox {path} ({detail}){hint}"
+
+
+def in_use_message(holder: str, where: str) -> str:
+    return (f"another edged process (pid {holder}) is using the outbox in {where}: stop it, or give this one its "
+            "own EDGED_STATE_DIR")
+
+
+def probe(state_dir: Path, size: int = 65536) -> None:
+    """What `Outbox.open` would meet, without touching the spool (for `edged check`, which may run as root):
+    OutboxError when another edged holds the lock or the disk refuses a write of `size` bytes (removed again)."""
+    where = f"EDGED_STATE_DIR={state_dir}"
+    lock_path = state_dir / LOCK_NAME
+    if lock_path.exists():
+        fd = os.open(lock_path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # conflicts with a running daemon's exclusive lock
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise OutboxError(in_use_message(holder, where)) from None
+        finally:
+            os.close(fd)
+    try:
+        fd, name = tempfile.mkstemp(prefix=".edged-check-", dir=state_dir)
+    except OSError as exc:
+        raise OutboxError(unwritable_message(state_dir / FILE_NAME, where, exc.strerror or str(exc), True)) from None
+    try:
+        os.write(fd, b"\0" * size)
+        os.fsync(fd)
+    except OSError as exc:
+        raise OutboxError(unwritable_message(state_dir / FILE_NAME, where, exc.strerror or str(exc), True)) from None
+    finally:
+        os.close(fd)
+        os.unlink(name)
+
+
 def _lock(state_dir: Path, where: str) -> int:
     """An exclusive lock on `<state_dir>/outbox.lock` (a file descriptor), held until closed or the process dies.
 
@@ -297,8 +341,7 @@ def _lock(state_dir: Path, where: str) -> int:
     except OSError:
         holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
         os.close(fd)
-        raise OutboxError(f"another edged process (pid {holder}) is using the outbox in {where}: stop it, or give "
-                          "this one its own EDGED_STATE_DIR") from None
+        raise OutboxError(in_use_message(holder, where)) from None
     try:  # the pid only makes the message above helpful; a full disk is reported by SQLite, naming the file
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
