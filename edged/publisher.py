@@ -12,6 +12,7 @@ acknowledgement for before the process ended is still in the spool, and sent aga
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import ssl
@@ -231,7 +232,8 @@ class MqttPublisher:
 
     def event(self, event: TrackEvent) -> None:
         """Spool one track event (QoS 1) and wake the drain; never waits for the broker."""
-        self.outbox.append("events", lambda seq: Event.from_track_event(event, self._device, seq).to_json())
+        self.outbox.append("events", lambda seq: Event.from_track_event(event, self._device, seq).to_json(),
+                           self.topics["events"])
         self._kick()
 
     def state(self, tracks: list[Track], ts_utc: float) -> None:
@@ -368,7 +370,7 @@ class MqttPublisher:
 
     def _send_event(self, message: Any) -> None:
         """Hand one spooled event to paho, or reject it when it is larger than the broker accepts."""
-        event_topic = self.topics[message.topic]
+        event_topic = message.mqtt_topic or _topic_of(message, self._mqtt.topic_prefix)
         size = publish_size(event_topic, message.payload, 1, self._mqtt5)
         if not self.link.fits(size):
             # It would be refused, or would close the connection, on every try: out of the spool, counted as
@@ -524,6 +526,15 @@ class MqttPublisher:
         if message != self._last_error:
             logger.error("%s", message)
         self._last_error = message
+
+
+def _topic_of(message: Any, prefix: str) -> str:
+    """The topic of an event spooled by an edged that did not record it (outbox schema 1): its payload's device's."""
+    try:
+        device = json.loads(message.payload)["device"]
+    except (ValueError, KeyError, TypeError):
+        return f"{prefix}/unknown/{message.topic}"
+    return topic(prefix, device, message.topic)
 
 
 def _key(tracks: list[Track]) -> frozenset[tuple[int, str]]:
