@@ -33,7 +33,13 @@ def run_checks(broker_timeout_s: float | None = 10.0) -> Iterator[Check]:
     except EdgedError as exc:
         yield "config", False, str(exc).replace("\n", "; ")
         return
-    yield "config", True, f"device {settings.device_id}"
+    detail = f"device {settings.device_id}"
+    if settings.homeassistant.enabled:  # what a broker ACL must let it write (docs/fleet.md)
+        from edged.discovery import node_id
+
+        node = node_id(settings.mqtt.topic_prefix, settings.device_id)
+        detail += f", Home Assistant node id {node} ({settings.homeassistant.discovery_prefix}/sensor/{node}/#)"
+    yield "config", True, detail
     if settings.stock_device_id_warning:
         yield "config", None, settings.stock_device_id_warning
     yield _guard("cascade", _cascade, settings)

@@ -332,3 +332,16 @@ def test_events_spooled_before_the_topic_was_recorded_go_to_their_own_devices_to
     wait_until(lambda: pub.backlog == 0, what="the acknowledgement")
     pub.close(1.0)
     assert (sent.device, sent.seq) == ("before-rename", 7)
+
+
+def test_the_latest_stats_go_out_right_after_connecting(broker, make_publisher, subscribers):
+    """Figures given while disconnected are kept and sent on connecting, after state and online: Home Assistant's
+    frame rate then has a value at once, not one stats interval (10 s) later."""
+    live = subscribers(broker.port)
+    pub = make_publisher(broker.port, stats_interval_s=3600)
+    pub.stats(STATS)  # the pipeline's first figures, before the broker answered
+    pub.start()
+    first = live.wait_for(lambda ms: ms[:3] if len(ms) >= 3 else None, what="state, status and stats")
+    assert [m.topic.rsplit("/", 1)[1] for m in first] == ["state", "status", "stats"]
+    stats = Stats.model_validate_json(first[2].payload)
+    assert (stats.frames, stats.mqtt_disconnects, stats.mqtt_takeovers, stats.mqtt_too_large) == (300, 0, 0, 0)
