@@ -164,6 +164,11 @@ class LinkMonitor:
                     del self._sent[: i + 1]
                     return
 
+    def connect_failed(self) -> None:
+        """The broker could not be reached: it was away (a restart), which explains the drop before it."""
+        with self._lock:
+            self._unexplained = 0
+
     def dropped(self, reason: str) -> Drop:
         """An established connection ended without edged asking: classify it, adjust the backoff."""
         with self._lock:
@@ -183,7 +188,7 @@ class LinkMonitor:
                     self.learned = min(self.learned or culprit.size, culprit.size - 1)
                     return Drop(too_large_key=culprit.key, too_large_size=culprit.size, strikes=strikes)
                 return Drop(strikes=strikes)
-            if soon:
+            if soon and reason == "Unspecified error":  # a closed socket; a broker shutting down says so (MQTT 5)
                 self._unexplained += 1
                 if self._unexplained >= STRIKES:
                     return self._takeover(explicit=False)

@@ -491,6 +491,7 @@ class MqttPublisher:
 
     def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
         # paho calls this inside its `except OSError:`, so the exception is at hand; it tells a TLS failure apart.
+        self.link.connect_failed()
         self._fail(connect_failure_message(self._mqtt, sys.exc_info()[1]) + "; retrying")
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any) -> None:

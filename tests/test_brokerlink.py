@@ -229,3 +229,14 @@ def test_link_monitor_takes_mqtt5_session_taken_over_at_once_and_calms_down_afte
     link.acked(7)  # everything up to the PUBACK arrived: the state cannot be what closed the connection
     link.sent("stats", 1200, None)
     assert link.dropped("Unspecified error").strikes == 1 and link.limit is None
+
+
+def test_link_monitor_does_not_take_a_restarting_broker_for_a_takeover():
+    now = [0.0]
+    link = LinkMonitor(1.0, 60.0, clock=lambda: now[0])
+    for _ in range(5):  # short connections, each ended by a broker that then could not be reached for a moment
+        link.connected(None)
+        now[0] += 2.0
+        assert not link.dropped("Unspecified error").takeover
+        link.connect_failed()
+    assert link.takeovers == 0 and link.backoff_s == 1.0
