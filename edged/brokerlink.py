@@ -15,7 +15,8 @@ reports only by dropping the connection:
   size. Messages at or above `limit` are then not sent (events are rejected, state and stats skipped), instead
   of reconnecting for ever.
 - **a client-id takeover**: two clients with one id knock each other off. MQTT 5 says so (reason "Session taken
-  over"); with MQTT 3.1.1 it is STRIKES drops in a row with everything confirmed, each soon after connecting.
+  over"); otherwise (MQTT 3.1.1, or Mosquitto 2.0, which gives no reason) it is STRIKES drops in a row with
+  everything confirmed, each soon after connecting, and the broker reachable in between.
   The reconnect wait then doubles with every takeover (up to the configured maximum) instead of flapping.
 """
 
@@ -31,7 +32,10 @@ from typing import Any
 from edged.settings import MqttSettings, env_name
 
 STRIKES = 3  # drops pinned on one message, or unexplained drops in a row, before edged draws a conclusion
-TAKEOVER_WINDOW_S = 10.0  # MQTT 3.1.1: a connection that ends this soon (or within 2x the backoff) may be a takeover
+# A connection that ends this soon, or within 2x the longest reconnect wait (the other device's wait once it backs
+# off too), with everything acknowledged and no reason given, may be a takeover; 3 in a row without the broker
+# being away in between are taken as one.
+TAKEOVER_WINDOW_S = 10.0
 _CREDENTIAL_REASONS = {"Bad user name or password", "Not authorized"}
 _SSL_HINT = "; check EDGED_MQTT__CA_FILE (the CA that signed the broker's certificate) and EDGED_MQTT__HOST"
 
@@ -173,7 +177,7 @@ class LinkMonitor:
         """An established connection ended without edged asking: classify it, adjust the backoff."""
         with self._lock:
             self.disconnects += 1
-            soon = self._clock() - self._connected_at < max(TAKEOVER_WINDOW_S, 2 * self.backoff_s)
+            soon = self._clock() - self._connected_at < max(TAKEOVER_WINDOW_S, 2 * self.reconnect_max_s)
             unconfirmed, self._sent = self._sent, []
             if reason == "Session taken over":
                 return self._takeover(explicit=True)

@@ -6,8 +6,10 @@ Topics under `<prefix>/<device>/`: `status` (online/offline, retained, also the 
 Events go through the outbox (`edged.outbox`): the caller's thread writes them to disk and returns; a drain
 thread hands paho at most `inflight` of them at a time, in spool order, and deletes each on its PUBACK. So a
 backlog of 100k events after an outage never sits in paho's memory, and neither the pipeline nor the live
-state and stats wait behind it. paho resends what it holds after a reconnect; what it never got an
-acknowledgement for before the process ended is still in the spool, and sent again at the next start.
+state and stats wait behind it. On every connect paho's own copies of unacknowledged messages are dropped and
+the drain hands the spool out again, oldest first, each checked against the broker's packet size
+(`edged.brokerlink`), so a message the broker cannot take is rejected instead of resent on every reconnect. What
+was not acknowledged before the process ended is still in the spool, and sent again at the next start.
 """
 
 from __future__ import annotations
@@ -395,7 +397,7 @@ class MqttPublisher:
             logger.error("MQTT broker %s accepts messages of at most %s bytes (%s); %s is %d bytes: %s. Raise the "
                          "broker's max_packet_size (Mosquitto; message_size_limit is older) to at least %d; further "
                          "%s messages that do not fit are counted in stats (mqtt_too_large), not logged",
-                         where(self._mqtt), limit, source, what, size, fate, size, kind)
+                         where(self._mqtt), limit, source, what, size, fate, size, kind.removesuffix("s"))
 
     def _take_acked(self) -> list[int]:
         """Outbox ids of the in-flight events acknowledged since the last call; with `_drain_wake` held."""

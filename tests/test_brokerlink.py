@@ -221,7 +221,7 @@ def test_link_monitor_takes_mqtt5_session_taken_over_at_once_and_calms_down_afte
         now[0] += 1.0
         assert link.dropped("Session taken over").explicit and link.backoff_s == expected
     link.connected(None)
-    now[0] += 120.0  # a connection that lasted: the conflict is over
+    now[0] += 121.0  # a connection that outlasted two longest waits: the conflict is over
     assert link.dropped("Unspecified error") == Drop() and link.backoff_s == 1.0
     link.connected(None)
     link.sent("state", 900, None)
