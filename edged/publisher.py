@@ -520,7 +520,6 @@ class MqttPublisher:
                            where(self._mqtt), reason)
         if self.link.backoff_s == self._mqtt.reconnect_min_s:
             self._takeover_said = False
-        self._answered = False  # a CONNACK (accepting or refusing) arrived on the current TCP connection
         # paho's own backoff starts again at its minimum after every accepted connection: a takeover would flap
         client.reconnect_delay_set(self.link.backoff_s, max(self.link.backoff_s, self._mqtt.reconnect_max_s))  # type: ignore[arg-type]
 
