@@ -246,7 +246,13 @@ def _bench(args: argparse.Namespace) -> int:
     settings = bench_settings(args.video, args.threads, args.realtime)
     make_publisher = None
     if args.broker:
+        from edged.names import check_host
+
         host, _, port = args.broker.rpartition(":")
+        try:
+            host = check_host(host.removeprefix("[").removesuffix("]"))  # [::1]:1883 is the usual IPv6 form here
+        except ValueError:
+            host = ""
         if not host or not port.isdigit():
             print(f"edged: bench: --broker must be HOST:PORT, got {args.broker!r}", file=sys.stderr)
             return 2
