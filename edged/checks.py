@@ -1,7 +1,11 @@
-"""`edged check`: is this installation ready to run? One (item, passed, detail) per component.
+"""`edged check`: is this installation ready to run? One (item, passed, detail) per component; passed is None
+for a warning (printed WARN, not a failure).
 
-The broker check connects with its own client id (`<client id>-check`) and publishes nothing, so it
-neither kicks a running daemon off the broker nor flips the device's retained status.
+It reports what `edged run` would: the same messages for the outbox (edged/outbox.py: a lock held by another
+edged, a disk that refuses writes) and for the broker (edged/brokerlink.py: refusals, TLS, a port that does not
+answer CONNECT), and a broker whose maximum packet size is smaller than edged's messages. The broker check
+connects with its own client id (`<client id>-check`) and publishes nothing, so it neither kicks a running daemon
+off the broker nor flips the device's retained status.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ from edged.errors import EdgedError
 if TYPE_CHECKING:
     from edged.settings import Settings
 
-Check = tuple[str, bool, str]
+Check = tuple[str, bool | None, str]
+# The state message sized by the broker check: this many faces in view at once.
+FACES_SIZED = 8
 
 
 def run_checks(broker_timeout_s: float | None = 10.0) -> Iterator[Check]:
@@ -27,7 +33,15 @@ def run_checks(broker_timeout_s: float | None = 10.0) -> Iterator[Check]:
     except EdgedError as exc:
         yield "config", False, str(exc).replace("\n", "; ")
         return
-    yield "config", True, f"device {settings.device_id}"
+    detail = f"device {settings.device_id}"
+    if settings.homeassistant.enabled:  # what a broker ACL must let it write (docs/fleet.md)
+        from edged.discovery import node_id
+
+        node = node_id(settings.mqtt.topic_prefix, settings.device_id)
+        detail += f", Home Assistant node id {node} ({settings.homeassistant.discovery_prefix}/sensor/{node}/#)"
+    yield "config", True, detail
+    if settings.stock_device_id_warning:
+        yield "config", None, settings.stock_device_id_warning
     yield _guard("cascade", _cascade, settings)
     yield _guard("model", _model, settings)
     yield _guard("camera", _camera, settings)
@@ -78,7 +92,7 @@ def _outbox(settings: Settings) -> str:
     import sqlite3
 
     from edged.errors import ConfigError, OutboxError
-    from edged.outbox import FILE_NAME
+    from edged.outbox import FILE_NAME, probe
 
     state = settings.state_dir
     path = state / FILE_NAME
@@ -86,7 +100,9 @@ def _outbox(settings: Settings) -> str:
         existing = next(p for p in (state, *state.parents) if p.exists())
         if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
             raise ConfigError(f"EDGED_STATE_DIR={state}: {existing} is not a writable directory")
+        probe(existing)
         return f"{path}: not made yet (the first run makes it)"
+    probe(state)
     try:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2.0)
         try:
@@ -99,34 +115,83 @@ def _outbox(settings: Settings) -> str:
 
 
 def _broker(settings: Settings, timeout_s: float) -> str:
+    import sys
+
+    from edged.brokerlink import connect_failure_message, no_connack_message, refusal_message, where
     from edged.errors import BrokerError
-    from edged.publisher import build_client, client_id_for, refusal_message
+    from edged.publisher import build_client, client_id_for
 
     mqtt = settings.mqtt
     client = build_client(mqtt, client_id_for(mqtt, settings.device_id) + "-check", settings.mqtt_password)
     answered = threading.Event()
     outcome: list[str | None] = []
+    limit: list[int | None] = [None]
 
     def on_connect(client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        limit[0] = getattr(properties, "MaximumPacketSize", None)
         outcome.append(refusal_message(mqtt, reason) if reason.is_failure else None)
         answered.set()
 
     def on_connect_fail(client: Any, userdata: Any) -> None:
-        outcome.append(f"cannot reach MQTT broker {mqtt.host}:{mqtt.port}")
+        outcome.append(connect_failure_message(mqtt, sys.exc_info()[1]))  # run's words (edged/brokerlink.py)
         answered.set()
 
-    client.on_connect, client.on_connect_fail = on_connect, on_connect_fail
+    def on_disconnect(client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        if not answered.is_set():  # closed, or silent until the keepalive ran out: no CONNACK
+            outcome.append(no_connack_message(mqtt, "keep alive" in str(reason).lower()))
+            answered.set()
+
+    client.on_connect, client.on_connect_fail, client.on_disconnect = on_connect, on_connect_fail, on_disconnect
     try:
         client.connect_async(mqtt.host, mqtt.port, keepalive=mqtt.keepalive)
         client.loop_start()
         if not answered.wait(timeout_s):
-            raise BrokerError(f"no answer from MQTT broker {mqtt.host}:{mqtt.port} within {timeout_s:g} s")
+            raise BrokerError(f"no answer from MQTT broker {where(mqtt)} within {timeout_s:g} s")
         if outcome[0] is not None:
             raise BrokerError(outcome[0])
         client.disconnect()
     except (OSError, ValueError) as exc:
-        raise BrokerError(f"cannot connect to MQTT broker {mqtt.host}:{mqtt.port}: {exc}") from exc
+        raise BrokerError(f"cannot connect to MQTT broker {where(mqtt)}: {exc}") from exc
     finally:
         client.loop_stop()
     tls = " over TLS" if mqtt.tls else ""
-    return f"{mqtt.host}:{mqtt.port}{tls}, MQTT {mqtt.protocol}"
+    if limit[0] is None:
+        return f"{where(mqtt)}{tls}, MQTT {mqtt.protocol}"
+    sizes = message_sizes(settings)
+    kind, largest = max(sizes.items(), key=lambda kv: kv[1])
+    if largest > limit[0]:
+        raise BrokerError(f"MQTT broker {where(mqtt)} accepts messages of at most {limit[0]} bytes (its Maximum Packet "
+                          f"Size), smaller than edged's {kind} ({largest} bytes): such messages would not be sent. "
+                          f"Raise the broker's max_packet_size to at least {largest}")
+    return f"{where(mqtt)}{tls}, MQTT {mqtt.protocol}, messages up to {limit[0]} bytes (edged's largest: {largest})"
+
+
+def message_sizes(settings: Settings) -> dict[str, int]:
+    """Bytes of edged's largest messages of each kind (PUBLISH packets): an emotion_changed event, stats, a state
+    with FACES_SIZED faces, and the Home Assistant discovery configs when they are on."""
+    from edged import __version__
+    from edged.brokerlink import publish_size
+    from edged.discovery import EMOTIONS, discovery_for
+    from edged.payloads import Event, Face, State, Stats
+
+    mqtt, device, v5 = settings.mqtt, settings.device_id, settings.mqtt.protocol == "5"
+    base = f"{mqtt.topic_prefix}/{device}"
+    scores = {label: 0.1429 for label in EMOTIONS}
+    ts = "2024-05-01T12:00:00.000Z"
+    face = {"track": 99999, "emotion": "surprise", "confidence": 0.1429, "scores": scores, "box": (9999, 9999, 999, 999)}
+    event = Event(device=device, ts=ts, seq=10**9, type="emotion_changed", previous_emotion="surprise", **face)
+    state = State(device=device, ts=ts, seq=10**9, faces=[Face(**face) for _ in range(FACES_SIZED)])
+    timing = {"p50": 9999.99, "p95": 9999.99}
+    stats = Stats(device=device, ts=ts, seq=10**9, fps=999.9, frames=10**12, frames_dropped=10**12, faces_seen=10**9,
+                  queue_depth=8, uptime_s=10**9, version=__version__, model_id="emotions-int8-" + "x" * 32,
+                  cpu_temp_c=99.9, latency_ms={s: timing for s in ("decode", "detect", "classify", "track", "publish")},
+                  outbox_depth=10**6, outbox_dropped_full=10**9, outbox_dropped_expired=10**9,
+                  outbox_write_errors=10**9, outbox_rejected=10**9, mqtt_disconnects=10**9, mqtt_takeovers=10**9,
+                  mqtt_too_large=10**9)
+    sizes = {"event": publish_size(f"{base}/events", event.to_json(), 1, v5),
+             f"state with {FACES_SIZED} faces": publish_size(f"{base}/state", state.to_json(), 0, v5),
+             "stats": publish_size(f"{base}/stats", stats.to_json(), 0, v5)}
+    discovery = discovery_for(settings.homeassistant, mqtt, device, "emotions-int8", __version__)
+    if discovery is not None:
+        sizes["Home Assistant discovery"] = max(publish_size(t, p, 1, v5) for t, p in discovery.messages())
+    return sizes

@@ -85,8 +85,8 @@ def _parser() -> argparse.ArgumentParser:
         p.set_defaults(command=command)
         return p
 
-    add("run", _run, "run the daemon until SIGTERM/SIGINT or the end of a video file",
-        "Run the daemon: capture, detect, classify, track, publish. SIGTERM and SIGINT stop it cleanly "
+    add("run", _run, "run the daemon until SIGTERM/SIGINT/SIGHUP or the end of a video file",
+        "Run the daemon: capture, detect, classify, track, publish. SIGTERM, SIGINT and SIGHUP stop it cleanly "
         "(the broker then shows the device offline). A video file source ends the run with status 0.")
     p = add("check", _check, "check the configuration, model, cascade, camera, outbox and broker (PASS/FAIL per item)",
             "For installers: validate EDGED_* variables, load the model and the Haar cascade, open the camera and "
@@ -141,9 +141,11 @@ def _settings(args: argparse.Namespace):
 
 
 def _stop_on_signals() -> threading.Event:
-    """One event for SIGTERM and SIGINT alike: every loop waits on it, shutdown runs the same way."""
+    """One event for SIGTERM, SIGINT and SIGHUP alike: every loop waits on it, shutdown runs the same way. SIGHUP
+    (a closed terminal, `systemctl kill -s HUP`, a habit of "reload") would otherwise end the process at once,
+    without face_left, the last state or offline; edged has nothing to reload (settings are read once)."""
     stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda *_: stop.set())
     return stop
 
@@ -174,6 +176,8 @@ def _run(args: argparse.Namespace) -> int:
             outbox.close()
             raise
 
+    if settings.stock_device_id_warning:
+        logger.warning("%s", settings.stock_device_id_warning)
     pipeline = build(settings, make_publisher, stop, notifier)
     logger.info("edged %s running as %s", __version__, settings.device_id)
     final = pipeline.run()
@@ -186,8 +190,8 @@ def _check(args: argparse.Namespace) -> int:
 
     failed = 0
     for name, ok, detail in run_checks(broker_timeout_s=None if args.skip_broker else args.timeout):
-        print(f"{'PASS' if ok else 'FAIL'}  {name:<8} {detail}")
-        failed += not ok
+        print(f"{'WARN' if ok is None else 'PASS' if ok else 'FAIL'}  {name:<8} {detail}")
+        failed += ok is False
     return EXIT_FAILED if failed else EXIT_OK
 
 
@@ -242,7 +246,13 @@ def _bench(args: argparse.Namespace) -> int:
     settings = bench_settings(args.video, args.threads, args.realtime)
     make_publisher = None
     if args.broker:
+        from edged.names import check_host
+
         host, _, port = args.broker.rpartition(":")
+        try:
+            host = check_host(host.removeprefix("[").removesuffix("]"))  # [::1]:1883 is the usual IPv6 form here
+        except ValueError:
+            host = ""
         if not host or not port.isdigit():
             print(f"edged: bench: --broker must be HOST:PORT, got {args.broker!r}", file=sys.stderr)
             return 2

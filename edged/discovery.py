@@ -21,6 +21,7 @@ import hashlib
 import json
 import math
 import re
+import unicodedata
 from dataclasses import dataclass
 
 from edged.payloads import STATUS_OFFLINE, STATUS_ONLINE
@@ -30,6 +31,7 @@ from edged.settings import HomeAssistantSettings, MqttSettings
 EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 NO_EMOTION = "none"
 _NOT_IN_ID = re.compile(r"[^a-zA-Z0-9_-]")  # node_id and object_id must match [a-zA-Z0-9_-]+
+_NOT_IN_SLUG = re.compile(r"[^a-z0-9]+")
 # The shortest time a value stays valid without an update: the camera may take this long to reopen.
 MIN_EXPIRE_S = 30
 
@@ -40,6 +42,18 @@ def node_id(prefix: str, device_id: str) -> str:
     raw = f"{prefix}_{device_id}"
     clean = _NOT_IN_ID.sub("_", raw)
     return clean if clean == raw else f"{clean}-{hashlib.sha1(raw.encode()).hexdigest()[:6]}"
+
+
+def entity_slug(prefix: str, device_id: str) -> str:
+    """`<prefix>_<device>` as Home Assistant's entity-id rules want it: lower-case ASCII letters, digits and single
+    `_`, neither leading nor trailing (its validator rejects `sensor.a__b` and `sensor.a_`); accents are dropped as
+    Home Assistant's own slugify does (`café` -> `cafe`). The node id's hash follows when the node id has one, so
+    `kiosk.1` and `kiosk_1` keep distinct entity ids."""
+    raw = f"{prefix}_{device_id}"
+    ascii_ = unicodedata.normalize("NFKD", raw).encode("ascii", "ignore").decode().lower()
+    slug = _NOT_IN_SLUG.sub("_", ascii_).strip("_") or "edged"
+    node = node_id(prefix, device_id)
+    return slug if node == raw else f"{slug}_{node.rsplit('-', 1)[1]}"
 
 
 def expire_after(interval_s: float, updates: int = 4) -> int:
@@ -60,6 +74,11 @@ class HomeAssistantDiscovery:
     @property
     def node(self) -> str:
         return node_id(self.mqtt.topic_prefix, self.device_id)
+
+    @property
+    def entity(self) -> str:
+        """The first part of the suggested entity ids: `sensor.<entity>_<sensor>`."""
+        return entity_slug(self.mqtt.topic_prefix, self.device_id)
 
     @property
     def status_topic(self) -> str:
@@ -128,7 +147,10 @@ class HomeAssistantDiscovery:
                 **config,
                 **common,
                 "unique_id": f"{self.node}_{object_id}",
-                "default_entity_id": f"sensor.{self.node.lower().replace('-', '_')}_{object_id}",
+                # Home Assistant 2025.10 and later read default_entity_id; older ones object_id (newer ones then
+                # only warn while default_entity_id is there): both, so the entity ids are the same everywhere.
+                "default_entity_id": f"sensor.{self.entity}_{object_id}",
+                "object_id": f"{self.entity}_{object_id}",
             }
             for object_id, config in sensors.items()
         }

@@ -10,8 +10,13 @@ and the `seq` stream of each topic checked for gaps, duplicates and resets (docs
 - a **smaller (or equal) seq** that is neither missing nor a duplicate is a reset (the device lost its counter):
   counting starts again.
 
-Alerts: a device `offline`, a device `stale` (online but its newest payload is older than `stale_s`), events
-`lost` (a gap in the events `seq`, the topic where every message matters) and `reset`.
+Alerts: a device `offline`, a device `stale` (online but its newest payload is older than `stale_s`), `camera`
+(online, but its stats say the camera is lost), `no_frames` (online with a camera, but its stats say it processes
+no frames), events `lost` (a gap in the events `seq`, the topic where every message matters), `reset`, and
+`no_devices` when nothing at all was seen under the prefix (a wrong prefix or broker, or an empty fleet).
+
+Everything from MQTT is untrusted: a payload of any shape (not JSON, not the contract, nested thousands of levels
+deep) is counted as malformed, per device where the topic names one, and never raised.
 """
 
 from __future__ import annotations
@@ -106,6 +111,8 @@ class DeviceView:
     faces: list[Face] = field(default_factory=list)
     seq: dict[str, SeqStream] = field(default_factory=lambda: {kind: SeqStream() for kind in _MODELS})
     emotions: deque[tuple[float, str]] = field(default_factory=deque)  # (received, emotion) of recent events
+    malformed: int = 0  # payloads on this device's topics that are not the contract
+    last_malformed: str | None = None  # why the latest one was refused
 
     @property
     def events_lost(self) -> int:
@@ -115,7 +122,7 @@ class DeviceView:
 @dataclass(frozen=True)
 class Alert:
     device: str
-    kind: str  # offline, stale, lost, reset
+    kind: str  # offline, stale, camera, no_frames, lost, reset, no_devices
     detail: str
 
 
@@ -147,18 +154,21 @@ class FleetView:
         if kind == "status":
             status = payload.decode("utf-8", "replace")
             if status not in (STATUS_ONLINE, STATUS_OFFLINE):
-                self.rejected += 1
+                self._malformed(device, f"status {status[:40]!r} is neither online nor offline")
             elif status != device.status:
                 device.status, device.status_since = status, now
             return
         model = _MODELS.get(kind)
         if model is None:
-            self.rejected += 1
+            self._malformed(device, f"unknown topic {kind[:40]!r}")
             return
         try:
             message = model.model_validate(_known_fields(model, json.loads(payload)))
-        except (ValueError, ValidationError):  # not JSON, or not the contract
-            self.rejected += 1
+        except ValidationError as exc:  # JSON, but not the contract
+            self._malformed(device, f"{kind}: {exc.error_count()} fields not in the contract")
+            return
+        except (ValueError, TypeError, RecursionError) as exc:  # not JSON (or nested too deep to read)
+            self._malformed(device, f"{kind}: not JSON ({type(exc).__name__})")
             return
         if device.seq[kind].add(message.seq, message.ts) == "duplicate":
             return  # already folded in
@@ -171,6 +181,11 @@ class FleetView:
             device.faces = message.faces
         elif isinstance(message, Stats):
             device.stats, device.fps = message, message.fps
+
+    def _malformed(self, device: DeviceView, why: str) -> None:
+        self.rejected += 1
+        device.malformed += 1
+        device.last_malformed = why
 
     def emotion_mix(self, device: DeviceView | None, now: float) -> dict[str, float]:
         """Share (0-1) of each emotion among the faces that appeared with it or changed to it within the window;
@@ -187,12 +202,22 @@ class FleetView:
     def alerts(self, now: float) -> list[Alert]:
         """What an operator should look at, device by device."""
         out = []
+        if not self.devices:
+            out.append(Alert("-", "no_devices", f"no device seen under {self.prefix}/+/# (is the topic prefix, "
+                                                "EDGED_MQTT__TOPIC_PREFIX, or the broker right?)"))
         for name in sorted(self.devices):
             d = self.devices[name]
             if d.status == STATUS_OFFLINE:
                 out.append(Alert(name, "offline", "offline" + _since(d.last_seen_utc, now, " last seen ")))
             elif d.status == STATUS_ONLINE and d.last_seen_utc is not None and now - d.last_seen_utc > self.stale_s:
                 out.append(Alert(name, "stale", f"online, but nothing new for {now - d.last_seen_utc:.0f} s"))
+            if d.status == STATUS_ONLINE and d.stats is not None:
+                if not d.stats.camera_ok:
+                    out.append(Alert(name, "camera", f"camera lost, being reopened "
+                                                     f"({d.stats.camera_reconnects} reconnects so far)"))
+                elif d.stats.fps == 0:
+                    out.append(Alert(name, "no_frames", f"online, but processing no frames (0 fps; "
+                                                        f"{d.stats.frames} frames since start)"))
             events = d.seq["events"]
             if events.lost:
                 ranges = ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in events.gaps[-3:])
@@ -215,6 +240,9 @@ class FleetView:
                 "emotion_mix": self.emotion_mix(d, now),
                 "seq": {kind: {"last": s.last, "lost": s.lost, "duplicates": s.duplicates, "resets": s.resets,
                                "late": s.late} for kind, s in d.seq.items()},
+                "camera_ok": None if d.stats is None else d.stats.camera_ok,
+                "malformed": d.malformed,
+                "last_malformed": d.last_malformed,
             }
         online = sum(d.status == STATUS_ONLINE for d in self.devices.values())
         return {

@@ -6,7 +6,8 @@ stable storage when `append` returns, so neither SIGKILL nor a power cut loses a
 reused for another event, which a subscriber would dedupe away). Events are rare (a few a minute per face), so
 one fsync per event is cheap; acknowledgements are deleted in batches.
 
-Two tables: `messages` (id, topic, seq, created, payload), replayed in id order, and `seqs` (topic -> last seq),
+Two tables: `messages` (id, topic, seq, created, payload, mqtt_topic), replayed in id order, and `seqs` (topic ->
+last seq),
 so `seq` goes on from where it was after a restart. The spool is bounded by count and bytes (the oldest events
 not yet handed to paho are dropped) and by age (expired events are dropped instead of sent late); both leave a
 `seq` gap and are counted. State and stats are not spooled (the next message replaces a lost one); their `seq`
@@ -19,6 +20,7 @@ import fcntl
 import logging
 import os
 import sqlite3
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -32,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 FILE_NAME = "outbox.sqlite3"
 LOCK_NAME = "outbox.lock"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: messages.mqtt_topic, the topic an event was made for (a renamed device sends old events there)
 SEQ_BLOCK = 1000
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -40,7 +42,8 @@ CREATE TABLE IF NOT EXISTS messages (
     topic TEXT NOT NULL,
     seq INTEGER NOT NULL,
     created REAL NOT NULL,                 -- UTC epoch seconds, for max_age_s
-    payload TEXT NOT NULL
+    payload TEXT NOT NULL,
+    mqtt_topic TEXT                        -- the full MQTT topic; NULL in rows spooled by schema 1
 );
 CREATE TABLE IF NOT EXISTS seqs (topic TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 """
@@ -48,12 +51,14 @@ CREATE TABLE IF NOT EXISTS seqs (topic TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 
 @dataclass(frozen=True)
 class Message:
-    """One spooled message: `topic` is the topic name (events), `payload` the JSON carrying `seq`."""
+    """One spooled message: `topic` is the topic name (events), `payload` the JSON carrying `seq`, `mqtt_topic` the
+    full topic it was made for (None for a message spooled by an edged before schema 2)."""
 
     id: int
     topic: str
     seq: int
     payload: str
+    mqtt_topic: str | None = None
 
 
 class Outbox:
@@ -78,9 +83,11 @@ class Outbox:
             if check != "ok":
                 raise sqlite3.DatabaseError(f"integrity check failed: {check}")
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, SCHEMA_VERSION):
+            if version not in (0, 1, SCHEMA_VERSION):
                 raise sqlite3.DatabaseError(f"schema version {version}, this edged knows {SCHEMA_VERSION}")
             self._db.executescript(_SCHEMA)
+            if version == 1:
+                self._db.execute("ALTER TABLE messages ADD COLUMN mqtt_topic TEXT")
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             self.depth, self.bytes = self._db.execute(
                 "SELECT count(*), coalesce(sum(length(payload)), 0) FROM messages").fetchone()
@@ -121,8 +128,7 @@ class Outbox:
             except sqlite3.OperationalError as exc:
                 os.close(lock)
                 full = getattr(exc, "sqlite_errorname", "").startswith(("SQLITE_FULL", "SQLITE_IOERR"))
-                hint = f": is the disk of {where} full?" if full else f" ({where})"
-                raise OutboxError(f"cannot write the outbox {path} ({exc}){hint}") from None
+                raise OutboxError(unwritable_message(path, where, str(exc), full)) from None
             except sqlite3.DatabaseError as exc:
                 if attempt == 2:
                     os.close(lock)
@@ -137,16 +143,18 @@ class Outbox:
         """A spool that lives in memory only: the same ordering and bounds, nothing survives the process."""
         return cls(":memory:")
 
-    def append(self, topic: str, build: Callable[[int], str]) -> Message | None:
-        """Spool the message `build(seq)` with the topic's next seq; None when the disk refused it (counted)."""
+    def append(self, topic: str, build: Callable[[int], str], mqtt_topic: str | None = None) -> Message | None:
+        """Spool the message `build(seq)` with the topic's next seq, to be sent on `mqtt_topic`; None when the disk
+        refused it (counted)."""
         with self._lock:
             seq = self._seq.get(topic, 0) + 1
             self._seq[topic] = seq  # taken even if the write fails: the loss then shows as a gap
             payload = build(seq)
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                row = self._db.execute("INSERT INTO messages (topic, seq, created, payload) VALUES (?, ?, ?, ?)",
-                                       (topic, seq, self._clock(), payload)).lastrowid
+                row = self._db.execute(
+                    "INSERT INTO messages (topic, seq, created, payload, mqtt_topic) VALUES (?, ?, ?, ?, ?)",
+                    (topic, seq, self._clock(), payload, mqtt_topic)).lastrowid
                 self._db.execute("INSERT OR REPLACE INTO seqs (topic, seq) VALUES (?, ?)", (topic, seq))
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
@@ -159,7 +167,7 @@ class Outbox:
             self.depth += 1
             self.bytes += len(payload)
             self._enforce_bounds(row)
-            return Message(row, topic, seq, payload)
+            return Message(row, topic, seq, payload, mqtt_topic)
 
     def next_seq(self, topic: str) -> int:
         """The next seq of an unspooled topic (state, stats); stored once every SEQ_BLOCK messages."""
@@ -179,11 +187,17 @@ class Outbox:
         """Up to `limit` messages not yet handed out, oldest first; expired ones are dropped first."""
         self.expire()
         with self._lock:
-            rows = self._db.execute("SELECT id, topic, seq, payload FROM messages WHERE id > ? ORDER BY id LIMIT ?",
+            rows = self._db.execute("SELECT id, topic, seq, payload, mqtt_topic FROM messages WHERE id > ? ORDER BY id "
+                                    "LIMIT ?",
                                     (self._handed_upto, limit)).fetchall()
             if rows:
                 self._handed_upto = rows[-1][0]
             return [Message(*row) for row in rows]
+
+    def rewind(self) -> None:
+        """Hand out every message again from the oldest: the MQTT client dropped what it held (a new connection)."""
+        with self._lock:
+            self._handed_upto = 0
 
     def ack(self, ids: list[int]) -> None:
         """Delete acknowledged messages (one transaction for the batch)."""
@@ -284,6 +298,45 @@ class Outbox:
             self._failing = None
 
 
+def unwritable_message(path: Path, where: str, detail: str, full: bool) -> str:
+    """The words for a spool the disk refuses, for `edged run` and `edged check` alike."""
+    hint = f": is the disk of {where} full?" if full else f" ({where})"
+    return f"cannot write the outbox {path} ({detail}){hint}"
+
+
+def in_use_message(holder: str, where: str) -> str:
+    return (f"another edged process (pid {holder}) is using the outbox in {where}: stop it, or give this one its "
+            "own EDGED_STATE_DIR")
+
+
+def probe(state_dir: Path, size: int = 65536) -> None:
+    """What `Outbox.open` would meet, without touching the spool (for `edged check`, which may run as root):
+    OutboxError when another edged holds the lock or the disk refuses a write of `size` bytes (removed again)."""
+    where = f"EDGED_STATE_DIR={state_dir}"
+    lock_path = state_dir / LOCK_NAME
+    if lock_path.exists():
+        fd = os.open(lock_path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # conflicts with a running daemon's exclusive lock
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise OutboxError(in_use_message(holder, where)) from None
+        finally:
+            os.close(fd)
+    try:
+        fd, name = tempfile.mkstemp(prefix=".edged-check-", dir=state_dir)
+    except OSError as exc:
+        raise OutboxError(unwritable_message(state_dir / FILE_NAME, where, exc.strerror or str(exc), True)) from None
+    try:
+        os.write(fd, b"\0" * size)
+        os.fsync(fd)
+    except OSError as exc:
+        raise OutboxError(unwritable_message(state_dir / FILE_NAME, where, exc.strerror or str(exc), True)) from None
+    finally:
+        os.close(fd)
+        os.unlink(name)
+
+
 def _lock(state_dir: Path, where: str) -> int:
     """An exclusive lock on `<state_dir>/outbox.lock` (a file descriptor), held until closed or the process dies.
 
@@ -297,8 +350,7 @@ def _lock(state_dir: Path, where: str) -> int:
     except OSError:
         holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
         os.close(fd)
-        raise OutboxError(f"another edged process (pid {holder}) is using the outbox in {where}: stop it, or give "
-                          "this one its own EDGED_STATE_DIR") from None
+        raise OutboxError(in_use_message(holder, where)) from None
     try:  # the pid only makes the message above helpful; a full disk is reported by SQLite, naming the file
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)

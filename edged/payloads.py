@@ -201,6 +201,18 @@ class Stats(Envelope):
         0, ge=0, description="Events the broker refused since start (an MQTT 5 PUBACK with an error reason code, "
         "e.g. not authorised): not retried, a seq gap"
     )
+    # Added within v1 after edged 0.2.0: the broker link.
+    mqtt_disconnects: int = Field(0, ge=0, description="Established MQTT connections lost since start")
+    mqtt_takeovers: int = Field(
+        0, ge=0, description="Connections lost since start because another client connected with this device's client "
+        "id (MQTT 5: reason Session taken over; MQTT 3.1.1: repeated drops soon after connecting): two devices share "
+        "an id"
+    )
+    mqtt_too_large: int = Field(
+        0, ge=0, description="Messages not sent since start because they are larger than the broker accepts (its "
+        "maximum packet size, advertised or learned from dropped connections); events among them are also counted in "
+        "outbox_rejected"
+    )
 
     def to_json(self) -> str:
         return self.model_dump_json()  # cpu_temp_c stays, as null: the key is always there

@@ -82,6 +82,7 @@ class Pipeline:
         self._started = time.monotonic()
         try:
             self.publisher.start()
+            self.publisher.stats(self.stats())  # kept by the publisher and sent as soon as it connects
             self.capture.start()
             self.notifier.ready(self.status_line())
             next_stats = self._started + self.stats_interval_s

@@ -6,12 +6,15 @@ Topics under `<prefix>/<device>/`: `status` (online/offline, retained, also the 
 Events go through the outbox (`edged.outbox`): the caller's thread writes them to disk and returns; a drain
 thread hands paho at most `inflight` of them at a time, in spool order, and deletes each on its PUBACK. So a
 backlog of 100k events after an outage never sits in paho's memory, and neither the pipeline nor the live
-state and stats wait behind it. paho resends what it holds after a reconnect; what it never got an
-acknowledgement for before the process ended is still in the spool, and sent again at the next start.
+state and stats wait behind it. On every connect paho's own copies of unacknowledged messages are dropped and
+the drain hands the spool out again, oldest first, each checked against the broker's packet size
+(`edged.brokerlink`), so a message the broker cannot take is rejected instead of resent on every reconnect. What
+was not acknowledged before the process ended is still in the spool, and sent again at the next start.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import ssl
@@ -26,6 +29,15 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import SecretStr
 
+from edged.brokerlink import (
+    LinkMonitor,
+    connect_failure_message,
+    no_connack_message,
+    publish_size,
+    refusal_message,
+    takeover_message,
+    where,
+)
 from edged.discovery import HomeAssistantDiscovery
 from edged.errors import BrokerError, ConfigError
 from edged.faces import Track, TrackEvent
@@ -36,12 +48,11 @@ from edged.settings import MqttSettings, env_name
 logger = logging.getLogger(__name__)
 
 THERMAL_PATH = Path("/sys/class/thermal/thermal_zone0/temp")
-_SSL_HINT = "; check EDGED_MQTT__CA_FILE (the CA that signed the broker's certificate) and EDGED_MQTT__HOST"
 # close(): `offline` gets at least this long to be acknowledged, the drain thread this long to stop (seconds);
 # systemd/edged.service's TimeoutStopSec counts on both (tests/test_systemd.py).
 OFFLINE_WAIT_MIN_S = 0.5
 DRAIN_JOIN_S = 5.0
-_CREDENTIAL_REASONS = {"Bad user name or password", "Not authorized"}
+__all__ = ["MqttPublisher", "Publisher", "build_client", "client_id_for", "refusal_message", "tls_context", "topic"]
 
 
 class Publisher(Protocol):
@@ -103,14 +114,6 @@ def tls_context(mqtt: MqttSettings) -> ssl.SSLContext:
             raise ConfigError(f"{env_name('mqtt', 'cert_file')}={mqtt.cert_file} and {env_name('mqtt', 'key_file')}="
                               f"{mqtt.key_file}: not a usable certificate and private key (PEM): {exc}") from None
     return context
-
-
-def refusal_message(mqtt: MqttSettings, reason: ReasonCode | str) -> str:
-    """A refused CONNACK in words, pointing at the variables to fix when it is about credentials."""
-    text = f"MQTT broker {mqtt.host}:{mqtt.port} refused the connection: {reason}"
-    if str(reason) in _CREDENTIAL_REASONS:
-        text += f"; check {env_name('mqtt', 'username')} and {env_name(None, 'mqtt_password')}"
-    return text
 
 
 def read_cpu_temp(path: Path = THERMAL_PATH) -> float | None:
@@ -176,6 +179,17 @@ class MqttPublisher:
         self._closing = False
         self._last_error: str | None = None
         self._rejected = 0
+        # The broker's limits and the pattern of drops (edged/brokerlink.py). On every connect paho's own copies of
+        # unacknowledged messages are dropped and the drain hands the spool out again (`_rewind`), so what is sent
+        # after a reconnect is decided here, by size, and never resent blindly by paho.
+        self.link = LinkMonitor(mqtt.reconnect_min_s, mqtt.reconnect_max_s)
+        self._mqtt5 = mqtt.protocol == "5"
+        self._rewind = False
+        self._too_large = 0  # messages not sent because larger than the broker accepts
+        self._too_large_said: set[str] = set()
+        self._takeover_said = False
+        self._answered = False  # a CONNACK (accepting or refusing) arrived on the current TCP connection
+        self._pending_stats: dict[str, Any] | None = None  # the latest figures, sent at once on (re)connect
 
         self._client = build_client(mqtt, self.client_id, password)
         self._client.max_inflight_messages_set(inflight)
@@ -220,7 +234,8 @@ class MqttPublisher:
 
     def event(self, event: TrackEvent) -> None:
         """Spool one track event (QoS 1) and wake the drain; never waits for the broker."""
-        self.outbox.append("events", lambda seq: Event.from_track_event(event, self._device, seq).to_json())
+        self.outbox.append("events", lambda seq: Event.from_track_event(event, self._device, seq).to_json(),
+                           self.topics["events"])
         self._kick()
 
     def state(self, tracks: list[Track], ts_utc: float) -> None:
@@ -236,21 +251,33 @@ class MqttPublisher:
 
     def stats(self, stats: dict[str, Any]) -> None:
         """Publish the pipeline's figures (fps, latency_ms, frames, ...) with version, model id, CPU temperature
-        and the outbox's figures; retained. Skipped while disconnected."""
-        if not self.connected:
-            return
+        and the outbox's and the link's figures; retained. While disconnected the latest are kept and sent at
+        once on connecting (so a dashboard has figures right away, not one stats interval later)."""
         with self._lock:
-            payload = Stats(
-                device=self._device,
-                ts=utc_iso(time.time()),
-                seq=self.outbox.next_seq("stats"),
-                version=self._version,
-                model_id=self._model_id,
-                cpu_temp_c=read_cpu_temp(self._thermal_path),
-                **stats,
-                **self.outbox_stats(),
-            ).to_json()
-            self._publish("stats", payload, qos=0, retain=True)
+            self._pending_stats = stats
+            if self.connected:
+                self._send_stats()
+
+    def _send_stats(self) -> None:
+        if self._pending_stats is None:
+            return
+        payload = Stats(
+            device=self._device,
+            ts=utc_iso(time.time()),
+            seq=self.outbox.next_seq("stats"),
+            version=self._version,
+            model_id=self._model_id,
+            cpu_temp_c=read_cpu_temp(self._thermal_path),
+            **self._pending_stats,
+            **self.outbox_stats(),
+            **self.link_stats(),
+        ).to_json()
+        self._publish("stats", payload, qos=0, retain=True)
+
+    def link_stats(self) -> dict[str, int]:
+        """The broker link's figures for the stats topic."""
+        return {"mqtt_disconnects": self.link.disconnects, "mqtt_takeovers": self.link.takeovers,
+                "mqtt_too_large": self._too_large}
 
     def outbox_stats(self) -> dict[str, int]:
         """The spool's figures for the stats topic."""
@@ -279,7 +306,8 @@ class MqttPublisher:
                 with self._lock:
                     info = self._publish("status", STATUS_OFFLINE, qos=1, retain=True)
                 try:
-                    info.wait_for_publish(max(OFFLINE_WAIT_MIN_S, deadline - time.monotonic()))
+                    if info is not None:
+                        info.wait_for_publish(max(OFFLINE_WAIT_MIN_S, deadline - time.monotonic()))
                 except (RuntimeError, ValueError) as exc:
                     logger.debug("offline status not acknowledged: %s", exc)
             if self.outbox.depth:
@@ -316,19 +344,20 @@ class MqttPublisher:
                 self._drain_wake.wait_for(lambda: self._kicked or self._drain_stop.is_set(), timeout=1.0)
                 self._kicked = False
                 acked = self._take_acked()
+                rewind, self._rewind = self._rewind, False
+                if rewind:  # a new connection: paho dropped its copies; hand out everything unacknowledged again
+                    self._inflight.clear()
                 room = self._window - len(self._inflight)
             try:
                 self.outbox.ack(acked)
+                if rewind:
+                    self.outbox.rewind()
                 if time.monotonic() >= next_expiry:  # also while disconnected, so depth shows what is still worth sending
                     self.outbox.expire()
                     next_expiry = time.monotonic() + 5.0
                 if room > 0 and self.connected and not self._drain_stop.is_set():
                     for message in self.outbox.take(room):
-                        # While disconnected paho keeps a QoS 1 message (rc NO_CONN) and sends it on reconnect:
-                        # its ack comes through on_publish like any other.
-                        info = self._client.publish(self.topics[message.topic], message.payload, qos=1)
-                        with self._drain_wake:
-                            self._inflight[info.mid] = message.id
+                        self._send_event(message)
             except Exception:  # this thread must not die silently; the next wake-up tries again
                 logger.exception("draining the outbox failed")
                 self._drain_stop.wait(1.0)
@@ -341,6 +370,35 @@ class MqttPublisher:
         except Exception:
             logger.exception("deleting acknowledged events from the outbox failed")
 
+    def _send_event(self, message: Any) -> None:
+        """Hand one spooled event to paho, or reject it when it is larger than the broker accepts."""
+        event_topic = message.mqtt_topic or _topic_of(message, self._mqtt.topic_prefix)
+        size = publish_size(event_topic, message.payload, 1, self._mqtt5)
+        if not self.link.fits(size):
+            # It would be refused, or would close the connection, on every try: out of the spool, counted as
+            # rejected (a seq gap for subscribers), said once.
+            self.outbox.ack([message.id])
+            self._rejected += 1
+            self._oversized(f"event seq {message.seq}", "events", size, "dropped from the outbox (outbox_rejected)")
+            return
+        # While disconnected paho keeps a QoS 1 message (rc NO_CONN); on_connect drops it and it is handed out again.
+        info = self._client.publish(event_topic, message.payload, qos=1)
+        self.link.sent(f"event seq {message.seq}", size, info.mid)
+        with self._drain_wake:
+            self._inflight[info.mid] = message.id
+
+    def _oversized(self, what: str, kind: str, size: int, fate: str) -> None:
+        self._too_large += 1
+        if kind not in self._too_large_said:
+            self._too_large_said.add(kind)
+            limit = self.link.limit
+            source = ("its Maximum Packet Size" if self.link.advertised is not None and limit == self.link.advertised
+                      else "what it took before dropping the connection")
+            logger.error("MQTT broker %s accepts messages of at most %s bytes (%s); %s is %d bytes: %s. Raise the "
+                         "broker's max_packet_size (Mosquitto; message_size_limit is older) to at least %d; further "
+                         "%s messages that do not fit are counted in stats (mqtt_too_large), not logged",
+                         where(self._mqtt), limit, source, what, size, fate, size, kind.removesuffix("s"))
+
     def _take_acked(self) -> list[int]:
         """Outbox ids of the in-flight events acknowledged since the last call; with `_drain_wake` held."""
         mids, self._acked_mids = self._acked_mids, []
@@ -348,11 +406,21 @@ class MqttPublisher:
 
     # -- below: called with self._lock held, or from paho's network thread --
 
-    def _publish(self, name: str, payload: str, qos: int, retain: bool) -> paho.MQTTMessageInfo:
+    def _publish(self, name: str, payload: str, qos: int, retain: bool) -> paho.MQTTMessageInfo | None:
+        """Publish on `<prefix>/<device>/<name>`; None, with one error, when the broker would not take its size."""
+        return self._publish_to(self.topics[name], name, payload, qos, retain)
+
+    def _publish_to(self, to: str, key: str, payload: str, qos: int, retain: bool) -> paho.MQTTMessageInfo | None:
+        size = publish_size(to, payload, qos, self._mqtt5)
+        if not self.link.fits(size):
+            self._oversized(f"this {key} message", key.split()[0], size, "not sent")
+            return None
         try:
-            return self._client.publish(self.topics[name], payload, qos=qos, retain=retain)
+            info = self._client.publish(to, payload, qos=qos, retain=retain)
         except ValueError as exc:
-            raise BrokerError(f"cannot publish on {self.topics[name]}: {exc}") from exc
+            raise BrokerError(f"cannot publish on {to}: {exc}") from exc
+        self.link.sent(key, size, info.mid if qos else None)
+        return info
 
     def _send_state(self) -> None:
         seq = self.outbox.next_seq("state")
@@ -365,6 +433,7 @@ class MqttPublisher:
 
     def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason: ReasonCode, properties: Any) -> None:
         # Runs in paho's network thread under its message lock: note the mid and wake the drain, nothing more.
+        self.link.acked(mid)
         if reason.is_failure:
             # MQTT 5: the broker refused it (not authorised, quota...). Resending would be refused again: it leaves
             # the spool like an acknowledged one, counted in stats (outbox_rejected), a gap for subscribers.
@@ -378,9 +447,14 @@ class MqttPublisher:
             self._drain_wake.notify_all()
 
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, properties: Any) -> None:
+        self._answered = True
         if reason.is_failure:
             self._fail(refusal_message(self._mqtt, reason))
             return
+        client.drop_out_messages()  # paho would resend them before the drain could check their size
+        with self._drain_wake:
+            self._rewind = True
+        self.link.connected(getattr(properties, "MaximumPacketSize", None))
         try:
             if self._discovery is not None:  # configs before state, so Home Assistant has the sensors first
                 self._send_discovery()
@@ -389,23 +463,25 @@ class MqttPublisher:
             with self._lock:
                 self._send_state()
                 self._publish("status", STATUS_ONLINE, qos=1, retain=True)
+                self._send_stats()  # the latest figures at once, not a stats interval later
         except Exception:  # an exception here would kill paho's network thread
             logger.exception("publishing state and status after connecting failed")
         self._last_error = None
         self._connected.set()
         self._kick()  # the backlog follows the live state
-        where = f"{self._mqtt.host}:{self._mqtt.port}"
         if self._ever_connected:
-            logger.info("MQTT connection to %s is back; %d events in the outbox", where, self.outbox.depth)
+            logger.info("MQTT connection to %s is back; %d events in the outbox", where(self._mqtt), self.outbox.depth)
         else:
-            logger.info("connected to MQTT broker %s as %s (MQTT %s); %d events in the outbox", where,
-                        self.client_id, self._mqtt.protocol, self.outbox.depth)
+            limit = self.link.advertised
+            logger.info("connected to MQTT broker %s as %s (MQTT %s%s); %d events in the outbox", where(self._mqtt),
+                        self.client_id, self._mqtt.protocol, f", packets up to {limit} bytes" if limit else "",
+                        self.outbox.depth)
         self._ever_connected = True
 
     def _send_discovery(self) -> None:
         assert self._discovery is not None
         for config_topic, payload in self._discovery.messages():
-            self._client.publish(config_topic, payload, qos=1, retain=True)
+            self._publish_to(config_topic, f"discovery {config_topic}", payload, qos=1, retain=True)
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         # Home Assistant announces `online` when it (re)starts: send discovery again, as its docs ask.
@@ -417,22 +493,35 @@ class MqttPublisher:
 
     def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
         # paho calls this inside its `except OSError:`, so the exception is at hand; it tells a TLS failure apart.
-        exc = sys.exc_info()[1]
-        where = f"{self._mqtt.host}:{self._mqtt.port}"
-        if isinstance(exc, ssl.SSLError):
-            self._fail(f"TLS handshake with MQTT broker {where} failed: {_ssl_reason(exc)}{_SSL_HINT}; retrying")
-        elif exc is not None:
-            self._fail(f"cannot reach MQTT broker {where}: {exc.strerror or exc}; retrying")
-        else:
-            self._fail(f"cannot reach MQTT broker {where}; retrying")
+        self.link.connect_failed()
+        self._fail(connect_failure_message(self._mqtt, sys.exc_info()[1]) + "; retrying")
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any) -> None:
         was_connected = self._connected.is_set()
         self._connected.clear()
-        if was_connected and not self._closing:
-            where = f"{self._mqtt.host}:{self._mqtt.port}"
-            logger.warning("lost the MQTT connection to %s (%s); reconnecting, events wait in the outbox", where,
-                           reason)
+        answered, self._answered = self._answered, False
+        if self._closing or (answered and not was_connected):
+            return
+        if not was_connected:  # a TCP connection without a CONNACK: not an MQTT listener of the configured kind
+            self._fail(no_connack_message(self._mqtt, "keep alive" in str(reason).lower()) + "; retrying")
+            return
+        drop = self.link.dropped(str(reason))
+        if drop.takeover:
+            if not self._takeover_said:
+                logger.error("%s", takeover_message(self._mqtt, self.client_id, drop.explicit))
+                self._takeover_said = True
+            logger.debug("client id taken over again; next reconnect in %.1f s", self.link.backoff_s)
+        elif drop.too_large_key is not None:
+            logger.warning("MQTT broker %s dropped the connection %d times right after receiving %s (%d bytes): "
+                           "taken as larger than the broker accepts", where(self._mqtt), drop.strikes,
+                           drop.too_large_key, drop.too_large_size)
+        elif self.link.backoff_s == self._mqtt.reconnect_min_s:
+            logger.warning("lost the MQTT connection to %s (%s); reconnecting, events wait in the outbox",
+                           where(self._mqtt), reason)
+        if self.link.backoff_s == self._mqtt.reconnect_min_s:
+            self._takeover_said = False
+        # paho's own backoff starts again at its minimum after every accepted connection: a takeover would flap
+        client.reconnect_delay_set(self.link.backoff_s, max(self.link.backoff_s, self._mqtt.reconnect_max_s))  # type: ignore[arg-type]
 
     def _fail(self, message: str) -> None:
         # paho retries forever; say it once per distinct reason, not once per attempt.
@@ -441,10 +530,13 @@ class MqttPublisher:
         self._last_error = message
 
 
-def _ssl_reason(exc: ssl.SSLError) -> str:
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"certificate verify failed ({exc.verify_message})"
-    return exc.reason or str(exc)
+def _topic_of(message: Any, prefix: str) -> str:
+    """The topic of an event spooled by an edged that did not record it (outbox schema 1): its payload's device's."""
+    try:
+        device = json.loads(message.payload)["device"]
+    except (ValueError, KeyError, TypeError):
+        return f"{prefix}/unknown/{message.topic}"
+    return topic(prefix, device, message.topic)
 
 
 def _key(tracks: list[Track]) -> frozenset[tuple[int, str]]:

@@ -27,6 +27,7 @@ from pydantic_settings import (
 )
 
 from edged.errors import ConfigError
+from edged.names import check_client_id, check_host, check_topic, check_topic_level, stock_host_warning
 
 PREFIX = "EDGED_"
 DELIMITER = "__"
@@ -58,12 +59,6 @@ def default_state_dir() -> Path:
     # systemd's StateDirectory= sets $STATE_DIRECTORY (several paths are ':'-separated; the first is ours).
     state = _environ().get("STATE_DIRECTORY", "").split(":")[0]
     return Path(state) if state else Path.home() / ".local" / "state" / "edged"
-
-
-def _check_topic_level(value: str, what: str) -> str:
-    if not value or set(value) & _TOPIC_FORBIDDEN:
-        raise ValueError(f"{what} must be non-empty and free of MQTT topic characters + # /, got {value!r}")
-    return value
 
 
 class _Section(BaseModel):
@@ -192,7 +187,17 @@ class MqttSettings(_Section):
     @field_validator("topic_prefix")
     @classmethod
     def _prefix_is_one_level(cls, value: str) -> str:
-        return _check_topic_level(value, "the topic prefix")
+        return check_topic_level(value.strip())  # the rules of every MQTT name: edged/names.py
+
+    @field_validator("host")
+    @classmethod
+    def _host_is_a_host(cls, value: str) -> str:
+        return check_host(value)
+
+    @field_validator("client_id")
+    @classmethod
+    def _client_id_is_valid(cls, value: str | None) -> str | None:
+        return None if value is None else check_client_id(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> MqttSettings:
@@ -230,9 +235,7 @@ class HomeAssistantSettings(_Section):
     @field_validator("discovery_prefix", "status_topic")
     @classmethod
     def _is_a_topic(cls, value: str) -> str:
-        if not value or set(value) & set("+#\0") or value.startswith("/") or value.endswith("/"):
-            raise ValueError(f"must be a topic without + # and without a leading or trailing /, got {value!r}")
-        return value
+        return check_topic(value)
 
 class OutboxSettings(_Section):
     """The on-disk spool of QoS 1 events (<state dir>/outbox.sqlite3): kept until the broker acknowledges them."""
@@ -310,7 +313,13 @@ class Settings(BaseSettings):
     @field_validator("device_id")
     @classmethod
     def _device_is_one_level(cls, value: str) -> str:
-        return _check_topic_level(value.strip(), "the device id")
+        return check_topic_level(value)
+
+    @property
+    def stock_device_id_warning(self) -> str | None:
+        """A warning when the device id defaulted to a stock image's host name (edged/names.py)."""
+        from_host = "device_id" not in self.model_fields_set
+        return stock_host_warning(self.device_id, from_host, self.mqtt.client_id is not None)
 
     @field_validator("log_level")
     @classmethod

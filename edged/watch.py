@@ -49,6 +49,7 @@ class _Feed:
         self.client.on_connect_fail = self._on_connect_fail
         self.client.on_message = self._on_message
         self._stopping = False
+        self.failed: str | None = None  # the first message the view could not fold in
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         if reason.is_failure:
@@ -74,8 +75,16 @@ class _Feed:
             self.link = f"disconnected from {self._mqtt.host}:{self._mqtt.port} ({reason}); reconnecting"
 
     def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+        # paho's thread dies on an exception from here, and the view would silently stop updating: whatever a
+        # message holds, it is counted (FleetView.apply never raises for a payload; this is the last guard).
         with self.lock:
-            self.view.apply(message.topic, message.payload, time.time())
+            try:
+                self.view.apply(message.topic, message.payload, time.time())
+            except Exception as exc:
+                self.view.rejected += 1
+                if not self.failed:
+                    logger.exception("a message on %s could not be folded in", message.topic)
+                self.failed = f"{type(exc).__name__} on {message.topic}"
 
     @contextlib.contextmanager
     def running(self) -> Iterator[_Feed]:
@@ -103,7 +112,7 @@ def render(view: FleetView, header: str, now: float | None = None) -> Renderable
     now = time.time() if now is None else now
     devices = Table(title="devices", expand=True)
     for column in ("device", "status", "seen", "fps", "faces", "now", f"mix ({view.window_s:.0f} s)", "lost", "dup",
-                   "resets"):
+                   "resets", "bad"):
         devices.add_column(column, no_wrap=column in ("device", "status", "seen", "fps"))
     for name in sorted(view.devices):
         d = view.devices[name]
@@ -120,6 +129,7 @@ def render(view: FleetView, header: str, now: float | None = None) -> Renderable
             Text(str(events.lost), style="red" if events.lost else ""),
             str(events.duplicates),
             str(events.resets),
+            Text(str(d.malformed), style="red" if d.malformed else ""),
         )
     alerts = Table(title="alerts", expand=True)
     for column in ("device", "alert", "detail"):
@@ -139,7 +149,8 @@ def render(view: FleetView, header: str, now: float | None = None) -> Renderable
     faces = sum(len(d.faces) for d in view.devices.values())
     fleet = Text(f"{len(view.devices)} devices, {online} online, {faces} faces in view; "
                  f"fleet emotion mix: {_mix(view.emotion_mix(None, now), top=7)}")
-    footer = Text(f"{view.rejected} messages rejected" if view.rejected else "", style="dim")
+    footer = Text(f"{view.rejected} malformed messages (not the contract; counted, never fatal)"
+                  if view.rejected else "", style="dim")
     no_alerts = Text("no alerts: every device online, fresh, and with an unbroken events seq", style="green")
     return Group(Text(header, style="bold"), fleet, devices, alerts if found else no_alerts, events_table, footer)
 

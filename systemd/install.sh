@@ -101,8 +101,13 @@ fi
 
 [ -z "$destdir" ] || { say "done (DESTDIR: no check, no systemctl)"; exit 0; }
 
-# `edged check` with the service's configuration: the env file, and the model the unit points at.
+# `edged check` with the service's configuration: the env file, and the model the unit points at. A running
+# service holds the camera and the outbox (which check reports as in use, as `edged run` would): stop it first;
+# it is restarted below.
 status=0
+if [ "$no_systemctl" != 1 ]; then
+  systemctl stop edged.service 2>/dev/null || true
+fi
 if [ -x "$prefix/bin/edged" ]; then
   if ! (
     # STATE_DIRECTORY: the service's outbox (StateDirectory=edged), which the check reads without changing it.

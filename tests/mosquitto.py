@@ -49,11 +49,13 @@ class Mosquitto:
     persistent: sessions and queued messages are saved on stop and restored on the next `start()` (same port),
     so a subscriber with a persistent session misses nothing across a broker restart.
     tls: (certificate, key) PEM files: the listener speaks TLS only.
+    extra: more configuration lines, e.g. `max_packet_size 300`.
     """
 
     def __init__(self, workdir: Path, users: Mapping[str, str] | None = None, *, persistent: bool = False,
-                 tls: tuple[Path, Path] | None = None) -> None:
+                 tls: tuple[Path, Path] | None = None, extra: tuple[str, ...] = ()) -> None:
         self.workdir = workdir
+        self.extra = extra
         self.users = dict(users or {})
         self.persistent = persistent
         self.tls = tls
@@ -72,6 +74,7 @@ class Mosquitto:
             *([f"certfile {self.tls[0]}", f"keyfile {self.tls[1]}"] if self.tls else []),
             f"log_dest file {self.log_path}",
             "log_type all",
+            *self.extra,
         ]
         if self.users:
             passwords = self.workdir / "passwd"

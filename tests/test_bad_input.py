@@ -221,3 +221,33 @@ def test_tls_with_the_right_ca_connects(tls_broker, tmp_path):
         assert publisher.wait_connected(10), publisher.last_error
     finally:
         publisher.close(1.0)
+
+
+def _check_broker_line(env: dict[str, str]) -> str:
+    clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("EDGED_")}
+    base = {"EDGED_MODEL__PATH": str(require_model()), "EDGED_CAMERA__SOURCE": str(SAMPLE_CLIP),
+            "EDGED_MQTT__HOST": "127.0.0.1"}
+    result = subprocess.run([sys.executable, "-m", "edged", "check", "--timeout", "10"], env={**clean, **base, **env},
+                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    return result.stdout.splitlines()[-1]
+
+
+@pytest.mark.parametrize("case", ["wrong CA", "TLS port, TLS off"])
+def test_check_and_run_report_a_broker_failure_in_the_same_words(tls_broker, short_clip, tmp_path, case):
+    broker, _, wrong_ca = tls_broker
+    env = {"EDGED_MQTT__PORT": str(broker.port)}
+    if case == "wrong CA":
+        env |= {"EDGED_MQTT__TLS": "true", "EDGED_MQTT__CA_FILE": str(wrong_ca)}
+    check = _check_broker_line(env)
+    result = _edged_run({**env, "EDGED_CAMERA__SOURCE": str(short_clip), "EDGED_CAMERA__REALTIME": "true",
+                         "EDGED_STATE_DIR": str(tmp_path / "s")})
+    errors = [line.split(" ERROR edged.publisher: ", 1)[1] for line in result.stderr.splitlines()
+              if " ERROR edged.publisher: " in line]
+    assert result.returncode == EXIT_OK, result.stderr
+    assert len(errors) == 1, result.stderr  # said once, however often it is retried
+    assert check.startswith("FAIL  broker")
+    assert check.split("broker", 1)[1].strip() == errors[0].removesuffix("; retrying")
+    if case == "wrong CA":
+        assert "certificate verify failed" in errors[0] and "EDGED_MQTT__CA_FILE" in errors[0]
+    else:
+        assert "closed the connection without answering CONNECT" in errors[0] and "EDGED_MQTT__TLS=true" in errors[0]

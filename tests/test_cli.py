@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
 
 import pytest
 from media import ASTRONAUT, COFFEE, ROOT, SAMPLE_CLIP, require_model
-from mosquitto import USERS, Subscriber
+from mosquitto import USERS, Mosquitto, Subscriber
 
 from edged.cli import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, main
+from edged.outbox import Outbox
 
 
 @pytest.fixture
@@ -98,19 +100,25 @@ def test_run_publishes_the_sample_clip_to_a_real_broker(broker):
     assert stats and stats[-1]["frames"] == 180 and stats[-1]["faces_seen"] == 2
 
 
-def test_sigterm_stops_the_daemon_cleanly(broker):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_signal_stops_the_daemon_cleanly(broker, sig):
+    """SIGHUP too: face_left for the faces in view, the last state (nobody), offline last, exit 0."""
     model = require_model()
-    subscriber = Subscriber(broker.port, "edged/term/status")
+    subscriber = Subscriber(broker.port, "edged/term/#")
     clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("EDGED_")}
     env = {**clean, "EDGED_MODEL__PATH": str(model), "EDGED_CAMERA__SOURCE": str(SAMPLE_CLIP),
            "EDGED_MQTT__HOST": "127.0.0.1", "EDGED_MQTT__PORT": str(broker.port), "EDGED_DEVICE_ID": "term"}
     daemon = subprocess.Popen([sys.executable, "-m", "edged", "run"], env=env, cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        subscriber.wait_for(lambda ms: any(m.text == "online" for m in ms), timeout=30, what="online")
-        daemon.send_signal(signal.SIGTERM)  # the clip plays in real time for 12 s: this lands mid-clip
+        appeared = subscriber.wait_for(lambda ms: [json.loads(m.payload) for m in ms if m.topic.endswith("/events")],
+                                       timeout=30, what="a face")[0]
+        daemon.send_signal(sig)  # the clip plays in real time for 12 s: this lands mid-clip
         _, stderr = daemon.communicate(timeout=15)
-        subscriber.wait_for(lambda ms: ms[-1].text == "offline", what="offline after SIGTERM")
+        subscriber.wait_for(lambda ms: ms[-1].text == "offline", what="offline after the signal")
+        events = [json.loads(m.payload) for m in subscriber.on("edged/term/events")]
+        assert any(e["type"] == "face_left" and e["track"] == appeared["track"] for e in events), events
+        assert json.loads(subscriber.on("edged/term/state")[-1].payload)["faces"] == []
     finally:
         if daemon.poll() is None:
             daemon.kill()
@@ -121,7 +129,8 @@ def test_sigterm_stops_the_daemon_cleanly(broker):
 
 def test_check_passes_on_a_ready_installation(broker):
     result = _edged("check", EDGED_MODEL__PATH=str(require_model()), EDGED_CAMERA__SOURCE=str(SAMPLE_CLIP),
-                    EDGED_MQTT__HOST="127.0.0.1", EDGED_MQTT__PORT=str(broker.port))
+                    EDGED_MQTT__HOST="127.0.0.1", EDGED_MQTT__PORT=str(broker.port),
+                    EDGED_DEVICE_ID="kiosk-check")  # not the host name: a stock one (localhost) would add a WARN line
     lines = result.stdout.splitlines()
     assert result.returncode == EXIT_OK, result.stdout + result.stderr
     assert [line.split()[:2] for line in lines] == [["PASS", item] for item in
@@ -147,3 +156,69 @@ def test_the_daemon_never_imports_tensorflow():
     code = "import edged.cli, edged.pipeline, edged.classifier; import sys; assert 'tensorflow' not in sys.modules"
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def _check(*args: str, **env: str) -> dict[str, list[str]]:
+    """`edged check` on the sample clip: its lines by item."""
+    result = _edged("check", *args, EDGED_MODEL__PATH=str(require_model()), EDGED_CAMERA__SOURCE=str(SAMPLE_CLIP),
+                    EDGED_MQTT__HOST="127.0.0.1", **env)
+    lines: dict[str, list[str]] = {}
+    for line in result.stdout.splitlines():
+        lines.setdefault(line.split()[1], []).append(line)
+    lines["status"] = [str(result.returncode)]
+    return lines
+
+
+def test_check_fails_when_the_brokers_packet_limit_is_smaller_than_edgeds_messages(tmp_path):
+    with Mosquitto(tmp_path / "small", extra=("max_packet_size 1000",)).start() as small:
+        lines = _check(EDGED_MQTT__PORT=str(small.port))
+    assert lines["status"] == [str(EXIT_FAILED)]
+    assert lines["broker"][0].startswith("FAIL  broker") and "at most 1000 bytes" in lines["broker"][0]
+    assert "state with 8 faces" in lines["broker"][0] and "max_packet_size" in lines["broker"][0]
+    with Mosquitto(tmp_path / "roomy", extra=("max_packet_size 100000",)).start() as roomy:
+        lines = _check(EDGED_MQTT__PORT=str(roomy.port))
+    assert lines["broker"][0].startswith("PASS  broker") and "messages up to 100000 bytes" in lines["broker"][0]
+
+
+def test_check_says_what_run_would_about_an_outbox_held_by_another_edged(tmp_path):
+    state = tmp_path / "state"
+    box = Outbox.open(state, max_messages=10, max_bytes=10_000, max_age_s=60)  # this process plays the daemon
+    try:
+        lines = _check("--skip-broker", EDGED_STATE_DIR=str(state))
+    finally:
+        box.close()
+    assert lines["status"] == [str(EXIT_FAILED)]
+    assert lines["outbox"] == [f"FAIL  outbox   another edged process (pid {os.getpid()}) is using the outbox in "
+                               f"EDGED_STATE_DIR={state}: stop it, or give this one its own EDGED_STATE_DIR"]
+
+
+def test_check_says_what_run_would_about_a_disk_that_refuses_writes(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("EDGED_")}
+    result = subprocess.run([sys.executable, "-m", "edged", "check", "--skip-broker"], cwd=ROOT, text=True,
+                            capture_output=True, timeout=120,
+                            env={**clean, "EDGED_MODEL__PATH": str(require_model()),
+                                 "EDGED_CAMERA__SOURCE": str(SAMPLE_CLIP), "EDGED_STATE_DIR": str(state)},
+                            # no byte may be written to any file, as on a full disk (tests/test_bad_input.py)
+                            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (0, resource.RLIM_INFINITY)))
+    outbox = [line for line in result.stdout.splitlines() if " outbox " in line]
+    assert result.returncode == EXIT_FAILED
+    assert outbox[0].startswith(f"FAIL  outbox   cannot write the outbox {state}/outbox.sqlite3")
+    assert outbox[0].endswith(f"is the disk of EDGED_STATE_DIR={state} full?")
+    assert not list(state.iterdir())  # the probe leaves nothing behind
+
+
+def test_check_warns_about_a_stock_host_name_as_device_id(monkeypatch):
+    import socket
+
+    from edged.checks import run_checks
+
+    for name in [k for k in os.environ if k.startswith("EDGED_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setattr(socket, "gethostname", lambda: "raspberrypi")  # a kiosk cloned from the stock image
+    config, warning = list(run_checks(None))[:2]
+    assert config == ("config", True, "device raspberrypi")
+    assert warning[:2] == ("config", None) and "EDGED_DEVICE_ID" in warning[2]
+    monkeypatch.setenv("EDGED_DEVICE_ID", "raspberrypi")  # chosen, not defaulted: no warning
+    assert [c for c in run_checks(None) if c[1] is None] == []

@@ -24,7 +24,8 @@ from edged.settings import HomeAssistantSettings, MqttSettings, load_settings
 
 # What Home Assistant's MQTT discovery docs require of a sensor config, and what edged promises on top.
 CONFIG_TOPIC = re.compile(r"^homeassistant/sensor/[a-zA-Z0-9_-]+/[a-zA-Z0-9_-]+/config$")
-ENTITY_ID = re.compile(r"^sensor\.[a-z0-9_]+$")
+# Home Assistant's own entity-id validator (homeassistant.core.VALID_ENTITY_ID): no double, leading or trailing _.
+ENTITY_ID = re.compile(r"^(?!.+__)(?!_)[\da-z_]+(?<!_)\.(?!_)[\da-z_]+(?<!_)$")
 REQUIRED = ("name", "unique_id", "default_entity_id", "device", "origin", "state_topic", "value_template",
             "availability_topic", "payload_available", "payload_not_available", "expire_after")
 
@@ -41,6 +42,7 @@ def check_config(topic: str, config: dict, device: str) -> None:
     assert (config["payload_available"], config["payload_not_available"]) == ("online", "offline")
     assert config["state_topic"] in (f"edged/{device}/state", f"edged/{device}/stats")
     assert ENTITY_ID.match(config["default_entity_id"]), config["default_entity_id"]
+    assert config["default_entity_id"] == f"sensor.{config['object_id']}"  # older Home Assistant reads object_id
     assert isinstance(config["expire_after"], int) and config["expire_after"] > 0
     if config.get("device_class") == "enum":
         assert set(config["options"]) == {*EMOTIONS, NO_EMOTION} and "unit_of_measurement" not in config
@@ -197,10 +199,13 @@ def test_node_ids_are_topic_safe_and_distinct():
     assert node_id("edged", "kiosk-lobby_2") == "edged_kiosk-lobby_2"
     dotted, underscored = node_id("edged", "kiosk.1"), node_id("edged", "kiosk_1")
     assert re.fullmatch(r"[a-zA-Z0-9_-]+", dotted) and dotted != underscored
-    ha = HomeAssistantDiscovery(HomeAssistantSettings(enabled=True), MqttSettings(), "café 1", "m", "0")
-    for topic, config in ha.configs().items():
-        assert re.fullmatch(r"homeassistant/sensor/[a-zA-Z0-9_-]+/\w+/config", topic)
-        assert ENTITY_ID.match(config["default_entity_id"])
+    for device in ("café 1", "lobby café 2", "_x_", "--", "Ünïcode__kiosk.", "キオスク", "a" * 128):
+        ha = HomeAssistantDiscovery(HomeAssistantSettings(enabled=True), MqttSettings(), device, "m", "0")
+        for topic, config in ha.configs().items():
+            assert re.fullmatch(r"homeassistant/sensor/[a-zA-Z0-9_-]+/\w+/config", topic)
+            assert ENTITY_ID.match(config["default_entity_id"]), (device, config["default_entity_id"])
+    ha = HomeAssistantDiscovery(HomeAssistantSettings(enabled=True), MqttSettings(), "lobby café 2", "m", "0")
+    assert ha.configs()[ha.config_topic("faces")]["default_entity_id"] == "sensor.edged_lobby_cafe_2_1a7482_faces"
 
 
 def test_expire_after_follows_the_publishing_intervals():

@@ -123,7 +123,8 @@ class AclBroker(Mosquitto):
     """The test broker with users and the ACL file from docs/fleet.md."""
 
     def __init__(self, workdir: Path, acl: str) -> None:
-        super().__init__(workdir, users={"kiosk-1": "k1-pass", "kiosk-2": "k2-pass", "dashboard": "d-pass"})
+        super().__init__(workdir, users={"kiosk-1": "k1-pass", "kiosk-2": "k2-pass", "lobby.1": "l1-pass",
+                                         "dashboard": "d-pass"})
         self.acl = acl
 
     def _write_config(self) -> Path:
@@ -181,3 +182,17 @@ def test_acl_lets_a_kiosk_write_only_its_own_topics(acl_broker):
     assert "edged/kiosk-1/events" in topics and "edged/kiosk-2/events" not in topics
     assert {m.text for m in dashboard.on("edged/kiosk-1/events")} == {"own"}
 
+
+
+def test_acl_matches_the_discovery_topics_of_a_device_id_with_replaced_characters(acl_broker):
+    """lobby.1's node id is edged_lobby_1-<hash>: the docs' per-user line lets its discovery configs through."""
+    ha = Subscriber(acl_broker.port, "homeassistant/#", username="dashboard", password="d-pass")
+    pub = publisher(acl_broker.port, "lobby.1", discovery=True, username="lobby.1", password="l1-pass")
+    try:
+        assert pub.wait_connected(5)
+        configs = ha.wait_for(lambda ms: len(ms) >= 3 and ms, what="lobby.1's discovery configs")
+    finally:
+        pub.close(timeout=1.0)
+        ha.close()
+    assert {m.topic.split("/")[2] for m in configs} == {pub._discovery.node}
+    assert "Denied PUBLISH from edged-lobby.1" not in acl_broker.log()

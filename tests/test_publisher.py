@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from pydantic import SecretStr
 
 from edged import __version__
 from edged.faces import Track, TrackEvent
+from edged.outbox import Outbox
 from edged.payloads import Event, State, Stats
 from edged.publisher import MqttPublisher, read_cpu_temp
 from edged.settings import MqttSettings
@@ -276,3 +279,69 @@ def test_events_the_broker_refuses_leave_the_spool_and_are_counted(tmp_path, mak
         assert not [m for m in live.messages if m.topic.endswith("/events")]
         refusals = [r for r in caplog.records if "rejected a message" in r.getMessage()]
         assert len(refusals) == 1 and "Not authorized" in refusals[0].getMessage()  # said once, not per event
+
+
+def _spooling_publisher(port: int, device: str, box: Outbox, tmp_path: Path) -> MqttPublisher:
+    settings = MqttSettings(host="127.0.0.1", port=port, reconnect_min_s=0.05, reconnect_max_s=0.2)
+    return MqttPublisher(settings, device, None, model_id="m", version=__version__, outbox=box,
+                         thermal_path=tmp_path / "none")
+
+
+def test_a_renamed_device_sends_what_it_spooled_under_the_old_name_on_the_old_topic(broker, subscribers, tmp_path):
+    state = tmp_path / "state"
+    away = _spooling_publisher(free_port(), "old-name", Outbox.open(state, max_messages=100, max_bytes=10**6,
+                                                                    max_age_s=3600), tmp_path)
+    away.start()  # no broker there: the event waits in the spool
+    away.event(TrackEvent("face_appeared", track(), 1_700_000_001.0))
+    away.close(0.1)
+
+    live = subscribers(broker.port, "edged/+/events")
+    renamed = _spooling_publisher(broker.port, "new-name", Outbox.open(state, max_messages=100, max_bytes=10**6,
+                                                                       max_age_s=3600), tmp_path)
+    renamed.start()
+    assert renamed.wait_connected(5)
+    renamed.event(TrackEvent("face_left", track(), 1_700_000_002.0))
+    old = Event.model_validate_json(live.wait_count("edged/old-name/events", 1)[0].payload)
+    new = Event.model_validate_json(live.wait_count("edged/new-name/events", 1)[0].payload)
+    renamed.close(1.0)
+    assert (old.device, old.seq, old.type) == ("old-name", 1, "face_appeared")
+    assert (new.device, new.seq, new.type) == ("new-name", 2, "face_left")  # the spool's counter goes on
+
+
+def test_events_spooled_before_the_topic_was_recorded_go_to_their_own_devices_topic(broker, subscribers, tmp_path):
+    """An outbox of schema 1 (no mqtt_topic) is upgraded in place; its events go to the topic of their payload."""
+    state = tmp_path / "state"
+    state.mkdir()
+    db = sqlite3.connect(state / "outbox.sqlite3")
+    db.executescript("""
+        CREATE TABLE messages (id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, seq INTEGER NOT NULL,
+                               created REAL NOT NULL, payload TEXT NOT NULL);
+        CREATE TABLE seqs (topic TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+        PRAGMA user_version=1;""")
+    spooled = Event.from_track_event(TrackEvent("face_appeared", track(), 1_700_000_001.0), "before-rename", 7)
+    db.execute("INSERT INTO messages (topic, seq, created, payload) VALUES ('events', 7, ?, ?)",
+               (time.time(), spooled.to_json()))
+    db.execute("INSERT INTO seqs VALUES ('events', 7)")
+    db.commit()
+    db.close()
+    live = subscribers(broker.port, "edged/+/events")
+    pub = _spooling_publisher(broker.port, "after-rename", Outbox.open(state, max_messages=100, max_bytes=10**6,
+                                                                       max_age_s=3600), tmp_path)
+    pub.start()
+    sent = Event.model_validate_json(live.wait_count("edged/before-rename/events", 1)[0].payload)
+    wait_until(lambda: pub.backlog == 0, what="the acknowledgement")
+    pub.close(1.0)
+    assert (sent.device, sent.seq) == ("before-rename", 7)
+
+
+def test_the_latest_stats_go_out_right_after_connecting(broker, make_publisher, subscribers):
+    """Figures given while disconnected are kept and sent on connecting, after state and online: Home Assistant's
+    frame rate then has a value at once, not one stats interval (10 s) later."""
+    live = subscribers(broker.port)
+    pub = make_publisher(broker.port, stats_interval_s=3600)
+    pub.stats(STATS)  # the pipeline's first figures, before the broker answered
+    pub.start()
+    first = live.wait_for(lambda ms: ms[:3] if len(ms) >= 3 else None, what="state, status and stats")
+    assert [m.topic.rsplit("/", 1)[1] for m in first] == ["state", "status", "stats"]
+    stats = Stats.model_validate_json(first[2].payload)
+    assert (stats.frames, stats.mqtt_disconnects, stats.mqtt_takeovers, stats.mqtt_too_large) == (300, 0, 0, 0)

@@ -145,3 +145,67 @@ def test_render_without_devices():
     console = Console(file=io.StringIO(), width=100)
     console.print(render(FleetView("edged"), "127.0.0.1:1883 edged/+/#"))
     assert "devices" in console.file.getvalue() and "0 devices, 0 online" in console.file.getvalue()
+
+
+def deep_json(levels: int = 1200) -> bytes:
+    """About 2.4 KB nested `levels` deep: json.loads raises RecursionError on it."""
+    return b'{"v": 1, "device": "x", "fps": ' + b"[" * levels + b"]" * levels + b"}"
+
+
+def test_a_malformed_payload_of_any_shape_is_counted_and_never_stops_the_view(broker, watching):
+    view, finish = watching
+    pub = publisher(broker.port, "kiosk-1")
+    hostile = Subscriber(broker.port, "unused")
+    bomb = deep_json()
+    assert len(bomb) < 2500
+    for payload in (bomb, b"\xff\xfe not utf-8", b"[1, 2]", b'{"v": 1}', b"null"):
+        hostile.publish("edged/kiosk-1/stats", payload)
+    hostile.publish("edged/kiosk-1/status", "maybe")
+    wait_until(lambda: view.devices["kiosk-1"].malformed == 6, what="six malformed messages counted")
+    pub.stats(STATS)  # the view is still alive: a good message after the bad ones is folded in
+    wait_until(lambda: view.devices["kiosk-1"].fps == STATS["fps"], what="the next good stats")
+    hostile.close()
+    pub.close()
+    drawn = finish()
+    assert view.devices["kiosk-1"].last_malformed == "status 'maybe' is neither online nor offline"
+    assert "6 malformed messages" in drawn
+
+
+def test_watch_once_counts_a_retained_deep_json_message_and_goes_on(broker):
+    """--once after a retained deep-JSON stats: counted as malformed, the snapshot printed, alerts decide the exit."""
+    pub = publisher(broker.port, "kiosk-a")
+    hostile = Subscriber(broker.port, "unused")
+    hostile.publish("edged/kiosk-b/stats", deep_json(), retain=True)
+    hostile.publish("edged/kiosk-b/status", "online", retain=True)
+    hostile.close()
+    try:
+        result = _watch_once(broker.port)
+    finally:
+        pub.close()
+    snapshot = json.loads(result.stdout)
+    assert snapshot["devices"]["kiosk-b"]["malformed"] == 1
+    assert "RecursionError" in snapshot["devices"]["kiosk-b"]["last_malformed"]
+    assert result.returncode == 0, result.stderr  # nothing to alert about: kiosk-b is online, kiosk-a too
+
+
+def test_watch_once_on_an_empty_broker_is_not_all_fine(broker):
+    result = _watch_once(broker.port)
+    snapshot = json.loads(result.stdout)
+    assert result.returncode == 1
+    assert [a["kind"] for a in snapshot["alerts"]] == ["no_devices"] and snapshot["devices"] == {}
+    assert "EDGED_MQTT__TOPIC_PREFIX" in snapshot["alerts"][0]["detail"]
+
+
+def test_alerts_for_a_lost_camera_and_for_no_frames(broker):
+    blind = publisher(broker.port, "kiosk-blind")
+    idle = publisher(broker.port, "kiosk-idle")
+    blind.stats({**STATS, "camera_ok": False, "camera_reconnects": 4})
+    idle.stats({**STATS, "fps": 0.0})
+    try:
+        result = _watch_once(broker.port)
+    finally:
+        blind.close()
+        idle.close()
+    alerts = {(a["device"], a["kind"]) for a in json.loads(result.stdout)["alerts"]}
+    assert result.returncode == 1
+    assert alerts == {("kiosk-blind", "camera"), ("kiosk-idle", "no_frames")}

@@ -1,0 +1,64 @@
+"""Two kiosks cloned from one image: two MqttPublishers with one device id (so one client id) on a local Mosquitto
+for --seconds, with edged's default reconnect settings. Prints how often the broker saw the id connect (each
+connect knocks the other off, and `status` flips), per minute, and what edged counted. A figure, not a test.
+
+    .venv/bin/python bench/clones.py --seconds 120 [--protocol 3.1.1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from edged.publisher import MqttPublisher
+from edged.settings import MqttSettings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=120.0)
+    parser.add_argument("--protocol", choices=("5", "3.1.1"), default="5")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp, socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        log = Path(tmp) / "mosquitto.log"
+        (Path(tmp) / "m.conf").write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nuser {getpass.getuser()}\n"
+                                          f"log_dest file {log}\nlog_type all\n")
+        broker = subprocess.Popen([shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", f"{tmp}/m.conf"],
+                                  stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(0.5)
+            mqtt = MqttSettings(host="127.0.0.1", port=port, protocol=args.protocol)
+            clones = [MqttPublisher(mqtt, "raspberrypi", None, "m", "0") for _ in range(2)]
+            for pub in clones:
+                pub.start()
+            threading.Event().wait(args.seconds)
+            connects = log.read_text(errors="replace").count("as edged-raspberrypi ")
+            counted = [getattr(pub, "link", None) for pub in clones]
+            for pub in clones:
+                pub.close(1.0)
+        finally:
+            broker.terminate()
+            broker.wait()
+    print(f"MQTT {args.protocol}, {args.seconds:.0f} s: the shared client id connected {connects} times "
+          f"({connects / args.seconds * 60:.1f} per minute)")
+    if all(counted):
+        print("edged counted: " + ", ".join(f"clone {i + 1}: {link.takeovers} takeovers, {link.disconnects} "
+                                            f"disconnects, next wait {link.backoff_s:.0f} s"
+                                            for i, link in enumerate(counted)))
+
+
+if __name__ == "__main__":
+    main()
