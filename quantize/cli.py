@@ -125,7 +125,7 @@ def _gate_flags(p: argparse.ArgumentParser, action: str) -> None:
                    help=f"{action} when float accuracy is less than this many points above always answering the "
                    "commonest class (default 10)")
     p.add_argument("--max-one-class", type=percent, default=90.0, metavar="PCT",
-                   help=f"{action} when the float model gives one answer for at least this %% of faces (default 90)")
+                   help=f"{action} when the float model gives one answer for more than this %% of faces (default 90)")
     p.add_argument("--max-order-gain", type=non_negative_float, default=5.0, metavar="PTS",
                    help=f"{action} when another label order scores this many points more than --labels (default 5)")
 

@@ -2,7 +2,7 @@
 
 Three signs, each read from one confusion matrix (true FER2013 class x model output):
 - near chance: accuracy less than `min_above_chance_pts` above always answering the commonest class;
-- one class: the most frequent answer covers `max_one_class_pct` % of the faces or more (a model fed
+- one class: the most frequent answer covers more than `max_one_class_pct` % of the faces (a model fed
   pixels normalized twice answers one class for every face);
 - label order: another assignment of names to outputs scores `max_order_gain_pts` points more than
   the given one (a model trained with the alphabetical folder order, scored in FER2013's).
@@ -72,7 +72,7 @@ def inspect(by_output: np.ndarray, labels: tuple[str, ...], thresholds: Threshol
     best_labels, best_correct = best_order(by_output)
     best_accuracy = best_correct / n
     findings = []
-    if top_share * 100 >= thresholds.max_one_class_pct:
+    if top_share * 100 > thresholds.max_one_class_pct:
         findings.append(Finding("one_class", (
             f"the float model answers {top_answer!r} for {top_share:.1%} of the faces (limit --max-one-class "
             f"{thresholds.max_one_class_pct:g}%): its input is likely normalized wrongly (pixels scaled twice, "

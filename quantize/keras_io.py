@@ -13,6 +13,7 @@ import importlib.util
 import inspect
 import json
 import math
+import re
 import shutil
 import sys
 import tempfile
@@ -80,6 +81,8 @@ def load_keras(path: Path, custom_objects: Path | None = None):
     if path.suffix.lower() not in {".keras", ".h5", ".hdf5"}:
         raise ModelError(f"{path}: expected a .keras or legacy Keras 2 .h5/.hdf5 file")
     kind = sniff(path)  # before TensorFlow is imported: a wrong file is named at once
+    if custom_objects and not custom_objects.is_file():
+        raise QuantizeError(f"--custom-objects {custom_objects}: no such file")
     tensorflow()
     import keras
 
@@ -109,15 +112,21 @@ def load_keras(path: Path, custom_objects: Path | None = None):
     return model
 
 
+_UNKNOWN_CLASS = re.compile(r"(?:Could not locate (?:class|function)|Unknown (?:layer|object|activation)):? '?([\w.>]+)")
+
+
 def _load_error(path: Path, exc: Exception, custom_objects: Path | None) -> str:
+    unknown = _UNKNOWN_CLASS.search(str(exc))
+    if unknown:
+        name = unknown.group(1)
+        if custom_objects:
+            return f"{path}: the model uses {name!r}, which --custom-objects {custom_objects} does not define"
+        return (f"{path}: the model uses {name!r}, a custom class Keras does not know: give quantize the code that "
+                "defines it with --custom-objects FILE.py (quantize imports that file, which runs its code)")
     detail = " ".join(str(exc).split())
     if len(detail) > 400:
         detail = detail[:400] + "..."
-    message = f"{path}: cannot load Keras model ({type(exc).__name__}: {detail})"
-    if any(s in str(exc) for s in ("Unknown layer", "Could not locate", "Unknown object", "custom_object")):
-        message += ("; the model uses a class Keras does not know: give quantize the code that defines it with "
-                    f"--custom-objects FILE.py{' (this one does not define it)' if custom_objects else ''}")
-    return message
+    return f"{path}: cannot load Keras model ({type(exc).__name__}: {detail})"
 
 
 def load_custom_objects(path: Path) -> dict:
