@@ -106,3 +106,34 @@ def test_each_runtime_gives_the_same_scores(classifier, runtime):
     ours, theirs = classifier.classify(gray, boxes), other.classify(gray, boxes)
     for a, b in zip(ours, theirs, strict=True):
         assert a == pytest.approx(b, abs=1 / 256 + 1e-6)  # one int8 output step at most
+
+
+def test_outputs_are_named_by_the_sidecars_label_order(classifier, tmp_path):
+    """The same model with its sidecar's labels permuted: every probability moves to the name the sidecar gives it,
+    and the keys stay in the contract's order."""
+    source = require_model()
+    model = tmp_path / "m.tflite"
+    shutil.copy(source, model)
+    meta = json.loads(source.with_suffix(".json").read_text())
+    order = ["sad", "angry", "neutral", "disgust", "surprise", "happy", "fear"]
+    meta["labels"] = order
+    model.with_suffix(".json").write_text(json.dumps(meta))
+    gray, boxes = _face(ASTRONAUT)
+    (original,) = classifier.classify(gray, boxes)
+    (renamed,) = EmotionClassifier(model).classify(gray, boxes)
+    assert tuple(renamed) == classifier.labels
+    for i, name in enumerate(order):
+        assert renamed[name] == pytest.approx(original[classifier.labels[i]])
+
+
+@pytest.mark.parametrize("labels", [["angry", "disgust", "fear", "happy", "sad", "surprise", "contempt"],
+                                    ["angry", "angry", "fear", "happy", "sad", "surprise", "neutral"]])
+def test_sidecar_labels_must_be_the_contracts_emotions(tmp_path, labels):
+    source = require_model()
+    model = tmp_path / "m.tflite"
+    shutil.copy(source, model)
+    meta = json.loads(source.with_suffix(".json").read_text())
+    meta["labels"] = labels
+    model.with_suffix(".json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match=r"m\.json lists labels .*expected each of the contract's emotions once"):
+        EmotionClassifier(model)

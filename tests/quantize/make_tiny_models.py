@@ -10,6 +10,7 @@ The kinds of models people bring, each made from small48's weights (no more trai
 the same function as small48 and must score the same once quantize reads it right:
 - alphabetical48.keras: outputs in alphabetical class order (Keras' directory loaders)
 - rescaling48.keras:    a Rescaling(1/255) layer inside, so it takes raw pixels
+- normalization48.keras: a Normalization layer (mean 0, variance 255^2) inside, the same
 - rgb48.keras:          a (48, 48, 3) input, the first kernel split over the three channels
 - oneclass48.keras:     a huge bias on "fear": the same answer for every face
 - custom48.keras:       its ReLUs are a custom layer, ScaledReLU, defined in my_layers.py (written here)
@@ -100,6 +101,7 @@ def derived(base, out: Path) -> None:
     alphabetical.save(out / "alphabetical48.keras")
 
     rebuild([layers.Rescaling(1 / 255)]).save(out / "rescaling48.keras")
+    rebuild([layers.Normalization(mean=0.0, variance=255.0**2)]).save(out / "normalization48.keras")  # (x - 0) / 255
 
     rgb = keras.Sequential([layers.Input((48, 48, 3)),
                             *[layer.__class__.from_config(layer.get_config()) for layer in base.layers]])

@@ -95,6 +95,16 @@ def test_rescaling_inside_the_model_is_fed_raw_pixels(tiny, tmp_path):
     assert "check failed: the float model answers" in result.stderr and "normalized wrongly" in result.stderr
 
 
+def test_normalization_layer_inside_the_model_is_fed_raw_pixels(tiny, tmp_path):
+    out = tmp_path / "normalization.tflite"
+    result = convert(tiny, "normalization48.keras", out)
+    assert result.returncode == 0 and "warning" not in result.stderr, result.stderr
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert (meta["normalization"]["input_scale"], meta["normalization"]["input_offset"]) == (1.0, 0.0)
+    assert "a Normalization layer 'normalization' (mean 0, std 255)" in meta["normalization"]["in_model"]
+    assert_int8_matches_small48(tiny, out)
+
+
 @pytest.mark.parametrize("command", ["convert", "check"])
 def test_rescaling_inside_and_input_scale_is_refused(tiny, tmp_path, command):
     flags = ("--input-scale", str(1 / 255))
