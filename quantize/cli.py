@@ -88,7 +88,9 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="compare float and int8 accuracy; exit 1 when the drop is too large",
                        description="Evaluate the Keras model and the int8 model on the same faces: top-1 accuracy, "
                        "drop in points, agreement, per-class precision/recall/F1, macro-F1, confusion matrices, sizes "
-                       "and latency. Exit 0 if the drop is within --max-drop, 1 if not, 2 on bad input.",
+                       "and latency; and the float model itself (near chance, one answer for almost every face, a label "
+                       "order that scores far better). Exit 0 if the drop is within --max-drop and the float model "
+                       "passes, 1 if not, 2 on bad input.",
                        epilog="Example: quantize check --keras my.keras --tflite my.tflite --data fer2013.csv "
                        "--max-drop 0.5 --report reports/")
     p.add_argument("--keras", required=True, type=Path, help="the float Keras model (.keras or .h5)")
