@@ -254,3 +254,14 @@ def test_missing_custom_objects_file(tmp_path):
     result = quantize("convert", model, "--data", tmp_path, "--out", tmp_path / "m.tflite", "--custom-objects",
                       tmp_path / "layers.py")
     assert result.returncode == 2 and f"--custom-objects {tmp_path / 'layers.py'}: no such file" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["convert", "check"])
+def test_bad_labels_flag_is_refused_before_loading_anything(tmp_path, command):
+    if command == "convert":
+        args = ["convert", tmp_path / "m.keras", "--data", tmp_path, "--out", tmp_path / "m.tflite"]
+    else:
+        args = ["check", "--keras", tmp_path / "m.keras", "--tflite", tmp_path / "m.tflite", "--data", tmp_path]
+    result = quantize(*args, "--labels", "happy,sad")
+    assert result.returncode == 2
+    assert "--labels must name each of the 7 emotions once, got 2 names; missing: angry, disgust, fear" in result.stderr
