@@ -34,7 +34,7 @@ def print_table(result: dict, max_drop: float, console: Console | None = None) -
     if "float_checks" in result:
         findings = result["float_checks"]["findings"]
         verdict = f"[red]FAIL[/] ({', '.join(f['kind'] for f in findings)}: see below)" if findings else "[green]PASS[/]"
-        console.print(f"float model above chance, with varied answers, and no label order scoring better: {verdict}")
+        console.print(f"float model (above chance, varied answers, label order): {verdict}")
 
 
 def write(result: dict, directory: Path) -> None:
