@@ -4,8 +4,9 @@ Three signs, each read from one confusion matrix (true FER2013 class x model out
 - near chance: accuracy less than `min_above_chance_pts` above always answering the commonest class;
 - one class: the most frequent answer covers more than `max_one_class_pct` % of the faces (a model fed
   pixels normalized twice answers one class for every face);
-- label order: another assignment of names to outputs scores `max_order_gain_pts` points more than
-  the given one (a model trained with the alphabetical folder order, scored in FER2013's).
+- label order: another assignment of names to outputs scores more than `max_order_gain_pts` points above
+  the given one, and itself clears the chance check (a model trained with the alphabetical folder order,
+  scored in FER2013's).
 
 The best assignment is found exactly by trying all 7! = 5040 of them (a few milliseconds with numpy);
 with 7 classes that needs no Hungarian solver and no SciPy.
@@ -83,7 +84,10 @@ def inspect(by_output: np.ndarray, labels: tuple[str, ...], thresholds: Threshol
             f"the float model is near chance: accuracy {accuracy:.1%}, while always answering {commonest!r} scores "
             f"{chance:.1%} (it must beat that by --min-above-chance {thresholds.min_above_chance_pts:g} points): "
             "wrong label order, wrong input normalization, or a model that did not learn")))
-    if (best_accuracy - accuracy) * 100 > thresholds.max_order_gain_pts:
+    # A better order counts only where it makes a model worth having: renaming the one answer of a model that
+    # answers one class for every face would "gain" up to the commonest class's share, and explain nothing.
+    credible = (best_accuracy - chance) * 100 >= thresholds.min_above_chance_pts
+    if (best_accuracy - accuracy) * 100 > thresholds.max_order_gain_pts and credible:
         alphabetical = ""
         if describe(best_labels) == "alphabetical":
             alphabetical = " (the alphabetical folder order of Keras' directory loaders)"

@@ -265,3 +265,12 @@ def test_bad_labels_flag_is_refused_before_loading_anything(tmp_path, command):
     result = quantize(*args, "--labels", "happy,sad")
     assert result.returncode == 2
     assert "--labels must name each of the 7 emotions once, got 2 names; missing: angry, disgust, fear" in result.stderr
+
+
+def test_renaming_the_one_answer_is_not_reported_as_a_label_order():
+    """Faces mostly happy, a model answering angry for all: calling that output happy 'gains' 40 points, but the
+    model is still no better than always answering happy, so the order is not what is wrong."""
+    y = np.array([3] * 40 + [0] * 10 + [1] * 10 + [2] * 10 + [4] * 10 + [5] * 10 + [6] * 10)
+    result = gate.inspect(confusion_of(y, np.zeros_like(y)), EMOTIONS, DEFAULT)
+    assert result["best_accuracy"] - result["accuracy"] == pytest.approx(0.3)
+    assert {f.kind for f in result["findings"]} == {"one_class", "near_chance"}
