@@ -65,6 +65,22 @@ def sniff(path: Path) -> str:
                   f"it starts with {head[:16]!r}")
 
 
+def _check_hdf5_holds_a_model(path: Path) -> None:
+    """ModelError for an HDF5 file with weights and no architecture (Keras' save_weights, or a checkpoint)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            if "model_config" in f.attrs:
+                return
+            weights_only = "layer_names" in f.attrs or "model_weights" in f or "layers" in f
+    except OSError:
+        return  # Keras will say what is wrong
+    what = "weights only (saved with save_weights or a checkpoint callback)" if weights_only else "no Keras model"
+    raise ModelError(f"{path}: an HDF5 file with {what}, no model architecture: save the whole model with "
+                     "model.save('model.keras'), or build it in code, load these weights and save it")
+
+
 def _raise(message: str) -> str:
     raise ModelError(message)
 
@@ -81,6 +97,8 @@ def load_keras(path: Path, custom_objects: Path | None = None):
     if path.suffix.lower() not in {".keras", ".h5", ".hdf5"}:
         raise ModelError(f"{path}: expected a .keras or legacy Keras 2 .h5/.hdf5 file")
     kind = sniff(path)  # before TensorFlow is imported: a wrong file is named at once
+    if kind == "hdf5":
+        _check_hdf5_holds_a_model(path)
     if custom_objects and not custom_objects.is_file():
         raise QuantizeError(f"--custom-objects {custom_objects}: no such file")
     tensorflow()

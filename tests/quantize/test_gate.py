@@ -274,3 +274,14 @@ def test_renaming_the_one_answer_is_not_reported_as_a_label_order():
     result = gate.inspect(confusion_of(y, np.zeros_like(y)), EMOTIONS, DEFAULT)
     assert result["best_accuracy"] - result["accuracy"] == pytest.approx(0.3)
     assert {f.kind for f in result["findings"]} == {"one_class", "near_chance"}
+
+
+def test_hdf5_weights_without_a_model_are_named(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    path = tmp_path / "weights.h5"
+    with h5py.File(path, "w") as f:  # the layout of Keras 2's save_weights
+        f.attrs["layer_names"] = [b"conv2d_1", b"dense_1"]
+        f.create_group("conv2d_1").create_dataset("kernel:0", data=np.zeros((3, 3, 1, 8), np.float32))
+    result = quantize("convert", path, "--data", tmp_path, "--out", tmp_path / "x.tflite")
+    assert result.returncode == 2
+    assert f"{path}: an HDF5 file with weights only (saved with save_weights" in result.stderr
