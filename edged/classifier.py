@@ -20,6 +20,7 @@ import numpy as np
 
 from edged.errors import ModelError
 from edged.faces import Box
+from edged.payloads import EMOTIONS
 
 if TYPE_CHECKING:
     from edged.settings import ModelSettings
@@ -135,6 +136,12 @@ class EmotionClassifier:
         if int(out["shape"][-1]) != len(self.labels):
             raise ModelError(f"model {self.path} has {int(out['shape'][-1])} outputs but its sidecar "
                              f"{sidecar_path(self.path)} lists {len(self.labels)} labels")
+        # The sidecar says which emotion each output is (a model trained on class folders answers in
+        # alphabetical order); scores are handed on in the contract's order whatever the model's.
+        if sorted(self.labels) != sorted(EMOTIONS):
+            raise ModelError(f"model sidecar {sidecar_path(self.path)} lists labels {list(self.labels)}; expected each "
+                             f"of the contract's emotions once ({', '.join(EMOTIONS)}), in the model's output order")
+        self._contract_order = None if self.labels == EMOTIONS else [self.labels.index(e) for e in EMOTIONS]
         self.input_size: tuple[int, int] = (shape[1], shape[2])  # (height, width) pixels
         self._check_sidecar_input(meta)
         self.face_crop: tuple[float, float, float] = face_crop(meta, sidecar_path(self.path))
@@ -164,11 +171,13 @@ class EmotionClassifier:
                              f"but {self.path.name} takes {self.input_size[0]}x{self.input_size[1]}: mismatched files")
 
     def classify(self, gray: np.ndarray, boxes: Sequence[Box]) -> list[dict[str, float]]:
-        """One {label: probability} per box, in the order of `boxes`."""
+        """One {emotion: probability 0-1} per box, in the order of `boxes`; keys in the contract's order."""
         results: list[dict[str, float]] = []
         for start in range(0, len(boxes), self.batch):
             probabilities = self._classify_batch(gray, boxes[start:start + self.batch])
-            results += [dict(zip(self.labels, row, strict=True)) for row in probabilities.tolist()]
+            if self._contract_order is not None:
+                probabilities = probabilities[:, self._contract_order]
+            results += [dict(zip(EMOTIONS, row, strict=True)) for row in probabilities.tolist()]
         return results
 
     def _classify_batch(self, gray: np.ndarray, boxes: Sequence[Box]) -> np.ndarray:

@@ -24,11 +24,10 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from edged.payloads import STATUS_OFFLINE, STATUS_ONLINE
+from edged.payloads import EMOTIONS, STATUS_OFFLINE, STATUS_ONLINE
 from edged.settings import HomeAssistantSettings, MqttSettings
 
-# The payload contract's emotion labels (docs/mqtt.md), and what `emotion` reads when nobody is in view.
-EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+# What `emotion` reads when nobody is in view (the labels are the payload contract's EMOTIONS, docs/mqtt.md).
 NO_EMOTION = "none"
 _NOT_IN_ID = re.compile(r"[^a-zA-Z0-9_-]")  # node_id and object_id must match [a-zA-Z0-9_-]+
 _NOT_IN_SLUG = re.compile(r"[^a-z0-9]+")

@@ -21,6 +21,8 @@ VERSION = 1
 STATUS_ONLINE = "online"
 STATUS_OFFLINE = "offline"
 TOPICS = ("status", "events", "state", "stats")
+# The emotion labels of the contract (the 7 FER2013 classes); scores are published in this order.
+EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "docs" / "schema"
 
 Probability = Annotated[float, Field(ge=0, le=1)]

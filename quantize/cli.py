@@ -9,6 +9,8 @@ from pathlib import Path
 
 from quantize import __version__
 from quantize.errors import QuantizeError
+from quantize.labels import LABELS_HELP
+from quantize.options import finite_float, non_negative_float, percent
 
 EXIT_OK, EXIT_GATE, EXIT_INPUT = 0, 1, 2
 
@@ -76,7 +78,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("model", type=Path, metavar="MODEL", help="Keras model: .keras, or legacy Keras 2 .h5/.hdf5")
     p.add_argument("--data", required=True, type=Path, help=DATA_HELP)
     p.add_argument("--out", required=True, type=Path, help="the .tflite file to write (the sidecar goes to OUT.json)")
-    _normalization_flags(p, default_scale=1 / 255, default_offset=0.0)
+    _normalization_flags(p, "default 1/255; 1 when the model has its own Rescaling or Normalization layer at its input")
+    p.add_argument("--labels", help=LABELS_HELP + " (default fer2013; written into the sidecar)")
+    _model_code_flag(p)
+    _gate_flags(p, "warn")
     p.add_argument("--calibration-split", default="Training", help="split to draw calibration faces from (default Training)")
     p.add_argument("--calibration-size", type=int, default=300, help="stratified calibration faces (default 300)")
     p.add_argument("--eval-split", default="PublicTest",
@@ -90,28 +95,48 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="compare float and int8 accuracy; exit 1 when the drop is too large",
                        description="Evaluate the Keras model and the int8 model on the same faces: top-1 accuracy, "
                        "drop in points, agreement, per-class precision/recall/F1, macro-F1, confusion matrices, sizes "
-                       "and latency. Exit 0 if the drop is within --max-drop, 1 if not, 2 on bad input.",
+                       "and latency; and the float model itself (near chance, one answer for almost every face, a label "
+                       "order that scores far better). Exit 0 if the drop is within --max-drop and the float model "
+                       "passes, 1 if not, 2 on bad input.",
                        epilog="Example: quantize check --keras my.keras --tflite my.tflite --data fer2013.csv "
                        "--max-drop 0.5 --report reports/")
     p.add_argument("--keras", required=True, type=Path, help="the float Keras model (.keras or .h5)")
     p.add_argument("--tflite", required=True, type=Path, help="the int8 model made by quantize convert")
     p.add_argument("--data", required=True, type=Path, help=DATA_HELP)
     p.add_argument("--split", default="PublicTest", help="split to evaluate on (default PublicTest)")
-    p.add_argument("--max-drop", type=float, default=1.0, metavar="PTS",
+    p.add_argument("--max-drop", type=non_negative_float, default=1.0, metavar="PTS",
                    help="largest accepted accuracy drop in percentage points (default 1.0)")
     p.add_argument("--report", type=Path, metavar="DIR", help="write report.json, report.md and confusion PNGs here")
     p.add_argument("--no-latency", dest="latency", action="store_false", help="skip the latency measurement")
-    _normalization_flags(p, default_scale=None, default_offset=None)
+    _normalization_flags(p, "default: what the sidecar records")
+    p.add_argument("--labels", help=LABELS_HELP + " (default: what the sidecar records, else fer2013)")
+    _model_code_flag(p)
+    _gate_flags(p, "fail")
     p.set_defaults(run=_check)
     return parser
 
 
-def _normalization_flags(p: argparse.ArgumentParser, default_scale, default_offset) -> None:
-    where = "default 1/255" if default_scale is not None else "default: what the sidecar records"
-    p.add_argument("--input-scale", type=float, default=default_scale, metavar="S",
+def _normalization_flags(p: argparse.ArgumentParser, where: str) -> None:
+    p.add_argument("--input-scale", type=finite_float, metavar="S",
                    help=f"the float model sees pixel * S + O ({where})")
-    p.add_argument("--input-offset", type=float, default=default_offset, metavar="O",
+    p.add_argument("--input-offset", type=finite_float, metavar="O",
                    help="see --input-scale (0 for [0, 1] inputs, -1 with S=0.00784 for [-1, 1])")
+
+
+def _model_code_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--custom-objects", type=Path, metavar="FILE.py",
+                   help="a Python file defining the model's custom layers; quantize imports it, which runs that code")
+
+
+def _gate_flags(p: argparse.ArgumentParser, action: str) -> None:
+    """Thresholds of the checks on the float model itself (quantize.gate); `action`: what crossing one does."""
+    p.add_argument("--min-above-chance", type=non_negative_float, default=10.0, metavar="PTS",
+                   help=f"{action} when float accuracy is less than this many points above always answering the "
+                   "commonest class (default 10)")
+    p.add_argument("--max-one-class", type=percent, default=90.0, metavar="PCT",
+                   help=f"{action} when the float model gives one answer for more than this %% of faces (default 90)")
+    p.add_argument("--max-order-gain", type=non_negative_float, default=5.0, metavar="PTS",
+                   help=f"{action} when another label order scores this many points more than --labels (default 5)")
 
 
 def _training_flags(p: argparse.ArgumentParser) -> None:
@@ -221,22 +246,30 @@ def _distill(args) -> int:
 def _convert(args) -> int:
     from rich.console import Console
 
-    from quantize import sidecar
+    from quantize import gate, sidecar
     from quantize.compare import compare
     from quantize.convert import to_int8_tflite
     from quantize.datasets import load_split
     from quantize.errors import DataError
-    from quantize.keras_io import Normalization, input_size, load_keras, sha256, with_flip_tta
+    from quantize.keras_io import input_size, load_keras, resolve_normalization, sha256, with_flip_tta
+    from quantize.labels import EMOTIONS, parse_labels
+    from quantize.options import writable_file
     from quantize.runners import Int8Model
 
     console = Console(stderr=True)
-    norm = Normalization(args.input_scale, args.input_offset)
-    model = load_keras(args.model)
+    labels = parse_labels(args.labels) if args.labels else EMOTIONS
+    writable_file(args.out, "--out")
+    model = load_keras(args.model, args.custom_objects)
+    norm, in_model = resolve_normalization(model, args.model, args.input_scale, args.input_offset)
+    if in_model:
+        console.print(f"{args.model} normalizes its own input ({in_model}): it is fed raw pixels (scale 1, offset 0)")
     if args.tta == "flip":
-        model = with_flip_tta(model)
+        model = with_flip_tta(model)  # after the normalization check, which reads the model's own layers
     height, width = input_size(model)
     faces = load_split(args.data, args.calibration_split)
     calibration = faces.stratified_sample(args.calibration_size, args.seed).resized(height, width)
+    for finding in gate.inspect_model(model, calibration, norm, labels, gate.thresholds_from(args))["findings"]:
+        print(f"quantize: warning: on the {len(calibration)} calibration faces, {finding.message}", file=sys.stderr)
     with console.status(f"calibrating and converting on {len(calibration)} faces ({height}x{width})..."):
         flatbuffer = to_int8_tflite(model, calibration, norm)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -249,11 +282,11 @@ def _convert(args) -> int:
         console.print(f"no accuracy in the sidecar: {exc}")
     else:
         with console.status(f"evaluating float and int8 on {len(evaluation)} {args.eval_split} faces..."):
-            result = compare(model, args.model, int8, evaluation, norm, latency=False)
+            result = compare(model, args.model, int8, evaluation, norm, latency=False, labels=labels)
         accuracy = {"split": args.eval_split, "n": result["n"], "float": result["float"]["accuracy"],
                     "int8": result["int8"]["accuracy"], "drop_pts": result["drop_pts"], "agreement": result["agreement"]}
     calib = {"data": calibration.source, "n": len(calibration), "seed": args.seed}
-    meta = sidecar.build(int8, args.model, sha256(args.model), norm, calib, accuracy, args.tta)
+    meta = sidecar.build(int8, args.model, sha256(args.model), norm, calib, accuracy, labels, in_model, args.tta)
     sidecar.write(args.out, meta)
     line = f"{args.out}: {args.out.stat().st_size / 1024:,.0f} KB, input {height}x{width} int8 " \
            f"(scale {meta['input']['scale']:g}, zero point {meta['input']['zero_point']})"
@@ -265,16 +298,23 @@ def _convert(args) -> int:
 
 
 def _check(args) -> int:
-    from quantize import report, sidecar
+    import numpy as np
+
+    from quantize import gate, report, sidecar
     from quantize.compare import compare
     from quantize.datasets import load_split
     from quantize.errors import ModelError
-    from quantize.keras_io import Normalization, load_keras, sha256, with_flip_tta
+    from quantize.keras_io import Normalization, load_keras, resolve_normalization, sha256, with_flip_tta
+    from quantize.labels import labels_for_check
+    from quantize.options import writable_dir
     from quantize.runners import Int8Model
 
-    if args.max_drop < 0:
-        raise QuantizeError(f"--max-drop must be >= 0 points, got {args.max_drop}")
-    model = load_keras(args.keras)
+    if args.report:
+        writable_dir(args.report, "--report")
+    labels = labels_for_check(args.labels, args.tflite)
+    model = load_keras(args.keras, args.custom_objects)
+    if args.input_scale is not None or args.input_offset is not None:
+        resolve_normalization(model, args.keras, args.input_scale, args.input_offset)  # refuses double normalization
     int8 = Int8Model(args.tflite)
     scale, offset = args.input_scale, args.input_offset
     try:
@@ -293,10 +333,14 @@ def _check(args) -> int:
             print(f"quantize: warning: {args.tflite} was converted from a different file than {args.keras} "
                   f"(sha256 {meta['source']['sha256'][:12]}...)", file=sys.stderr)
     faces = load_split(args.data, args.split)
-    result = compare(model, args.keras, int8, faces, Normalization(scale, offset), latency=args.latency)
+    result = compare(model, args.keras, int8, faces, Normalization(scale, offset), latency=args.latency, labels=labels)
+    inspection = gate.inspect(np.array(result["float"]["by_output"]), labels, gate.thresholds_from(args))
+    result["float_checks"] = gate.as_json(inspection)
     result["max_drop_pts"] = args.max_drop
-    result["passed"] = result["drop_pts"] <= args.max_drop
+    result["passed"] = result["drop_pts"] <= args.max_drop and not inspection["findings"]
     report.print_table(result, args.max_drop)
+    for finding in inspection["findings"]:
+        print(f"quantize: check failed: {finding.message}", file=sys.stderr)
     if args.report:
         report.write(result, args.report)
     return EXIT_OK if result["passed"] else EXIT_GATE

@@ -9,18 +9,27 @@ import numpy as np
 from quantize import metrics
 from quantize.datasets import Faces
 from quantize.keras_io import Normalization
-from quantize.labels import EMOTIONS
+from quantize.labels import EMOTIONS, to_fer_index
 from quantize.runners import Int8Model, keras_latency_ms, keras_scores
 
 
-def compare(model, model_path: Path, int8: Int8Model, faces: Faces, norm: Normalization, latency: bool = True) -> dict:
-    """Accuracy of each model, the drop in points, their agreement, per-class metrics, sizes, latency."""
+def compare(model, model_path: Path, int8: Int8Model, faces: Faces, norm: Normalization, latency: bool = True,
+            labels: tuple[str, ...] = EMOTIONS) -> dict:
+    """Accuracy of each model, the drop in points, their agreement, per-class metrics, sizes, latency.
+
+    labels: the emotion each model output stands for (both models share it); metrics are reported per
+    FER2013 class, and result["float"]["by_output"] is the float model's confusion (7, 7) of true class
+    against raw output index, for the checks in quantize.gate.
+    """
     faces = faces.resized(int8.height, int8.width)
-    float_pred = keras_scores(model, faces.x, norm).argmax(axis=1)
-    int8_pred = int8.scores(faces.x).argmax(axis=1)
-    result: dict = {"n": len(faces), "data": faces.source, "labels": list(EMOTIONS)}
+    to_fer = to_fer_index(labels)
+    float_out = keras_scores(model, faces.x, norm).argmax(axis=1)
+    int8_out = int8.scores(faces.x).argmax(axis=1)
+    float_pred, int8_pred = to_fer[float_out], to_fer[int8_out]
+    result: dict = {"n": len(faces), "data": faces.source, "labels": list(labels)}
     for name, pred, path in (("float", float_pred, model_path), ("int8", int8_pred, int8.path)):
         result[name] = {"file": str(path), "size_bytes": path.stat().st_size, **metrics.summary(faces.y, pred)}
+    result["float"]["by_output"] = metrics.confusion(faces.y, float_out).tolist()
     if latency:
         result["float"]["latency_ms"] = keras_latency_ms(model, faces.x, norm)
         result["int8"]["latency_ms"] = int8.latency_ms(faces.x)

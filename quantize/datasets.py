@@ -128,8 +128,12 @@ def _load_csv(path: Path, split: str) -> Faces:
     labels: list[int] = []
     side = None
     splits_seen: set[str] = set()
-    with path.open(newline="") as f:
+    # utf-8-sig: spreadsheet programs start a CSV with a byte-order mark, which would otherwise stick to the
+    # first column's name; names are also stripped of the spaces some writers put after the commas.
+    with path.open(newline="", encoding="utf-8-sig", errors="replace") as f:
         reader = csv.DictReader(f)
+        if reader.fieldnames:
+            reader.fieldnames = [name.strip() for name in reader.fieldnames]
         missing = {"emotion", "pixels"} - set(reader.fieldnames or ())
         if missing:
             raise DataError(f"{path}: header must name columns emotion,pixels[,Usage]; missing {sorted(missing)}")

@@ -27,8 +27,14 @@ def print_table(result: dict, max_drop: float, console: Console | None = None) -
         a, b = fl["per_class"][name], q["per_class"][name]
         table.add_row(f"  {name} P/R/F1 (n={a['support']})", _prf(a), _prf(b))
     console.print(table)
+    if result["labels"] != list(EMOTIONS):
+        console.print(f"model outputs scored as: {', '.join(result['labels'])}")
     verdict = "[green]PASS[/]" if result["drop_pts"] <= max_drop else "[red]FAIL[/]"
     console.print(f"drop {result['drop_pts']:+.2f} points (max {max_drop}), agreement {result['agreement']:.2%}: {verdict}")
+    if "float_checks" in result:
+        findings = result["float_checks"]["findings"]
+        verdict = f"[red]FAIL[/] ({', '.join(f['kind'] for f in findings)}: see below)" if findings else "[green]PASS[/]"
+        console.print(f"float model (above chance, varied answers, label order): {verdict}")
 
 
 def write(result: dict, directory: Path) -> None:
@@ -61,6 +67,17 @@ def markdown(result: dict) -> str:
         "",
         f"Drop: **{result['drop_pts']:+.2f} points**; agreement: **{result['agreement']:.2%}**.",
         "",
+        f"Model outputs scored as: {', '.join(result['labels'])}.",
+        "",
+    ]
+    checks = result.get("float_checks")
+    if checks:
+        lines.append(f"Float model checks: accuracy {checks['accuracy']:.2%}, always {checks['commonest']!r} "
+                     f"{checks['chance']:.2%}, most frequent answer {checks['top_answer']!r} {checks['top_share']:.2%}, "
+                     f"best label order {', '.join(checks['best_labels'])} {checks['best_accuracy']:.2%}.")
+        lines += [f"- **FAIL**: {f['message']}" for f in checks["findings"]] or ["- PASS"]
+        lines.append("")
+    lines += [
         "| class | support | float P / R / F1 | int8 P / R / F1 |",
         "|---|---:|---|---|",
     ]

@@ -1,11 +1,14 @@
 """The JSON file beside every converted model: what a runtime needs to feed it and what it scored.
 
 Format 1 (edged reads it):
-{"format": 1, "model_id": str, "labels": [7 names], "input": {"height", "width", "dtype": "int8", "scale",
- "zero_point", "pixels": "raw grayscale 0-255"}, "output": {"dtype", "scale", "zero_point"},
- "normalization": {"input_scale", "input_offset"}, "tta": "none" | "flip" (test-time augmentation inside
- the graph; optional, "none" when absent), "face_crop": {"scale", "shift_x", "shift_y"} (the square around a
- Haar box the daemon feeds the model, in box sides; optional), "source": {"file", "sha256"},
+{"format": 1, "model_id": str, "labels": [7 names, one per output, in output order],
+ "input": {"height", "width", "dtype": "int8", "scale", "zero_point", "pixels": "raw grayscale 0-255"},
+ "output": {"dtype", "scale", "zero_point"},
+ "normalization": {"input_scale", "input_offset", "in_model": str | null},
+ "tta": "none" | "flip" (test-time augmentation inside the graph; optional, "none" when absent),
+ "face_crop": {"scale", "shift_x", "shift_y"} (the square around a Haar box the daemon feeds the model, in box
+ sides; optional),
+ "source": {"file", "sha256"[, "keras2_config_rewritten": [what was changed]]},
  "calibration": {"data", "n"}, "accuracy": {...} | null, "created": ISO 8601, "tool": str}
 """
 
@@ -33,18 +36,28 @@ def path_for(tflite: Path) -> Path:
 
 
 def build(int8: Int8Model, source: Path, source_sha256: str, norm, calibration: dict, accuracy: dict | None,
-          tta: str = "none", face_crop: dict | None = None) -> dict:
+          labels: tuple[str, ...] = EMOTIONS, in_model: str | None = None, tta: str = "none",
+          face_crop: dict | None = None) -> dict:
+    """The sidecar's content. labels: the emotion of each output, in output order (the daemon maps by it);
+    in_model: the model's own input normalization layer, if any (then norm is scale 1, offset 0); tta: test-time
+    augmentation inside the graph; face_crop: the daemon's crop around a Haar box (default: FER2013's framing)."""
+    from quantize.keras_io import keras2_rewrites
+
+    source_info: dict = {"file": source.name, "sha256": source_sha256}
+    rewritten = keras2_rewrites(source) if source.suffix.lower() in {".h5", ".hdf5", ".keras"} else None
+    if rewritten:
+        source_info["keras2_config_rewritten"] = rewritten[1]
     return {
         "format": FORMAT,
         "model_id": f"{int8.path.stem}-{source_sha256[:8]}",
-        "labels": list(EMOTIONS),
+        "labels": list(labels),
         "input": {"height": int8.height, "width": int8.width, "dtype": "int8", "scale": float(int8.in_scale),
                   "zero_point": int(int8.in_zero), "pixels": "raw grayscale 0-255"},
         "output": {"dtype": "int8", "scale": float(int8.out_scale), "zero_point": int(int8.out_zero)},
-        "normalization": {"input_scale": norm.scale, "input_offset": norm.offset},
+        "normalization": {"input_scale": norm.scale, "input_offset": norm.offset, "in_model": in_model},
         "tta": tta,
         "face_crop": face_crop or FER2013_FACE_CROP,
-        "source": {"file": source.name, "sha256": source_sha256},
+        "source": source_info,
         "calibration": calibration,
         "accuracy": accuracy,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),

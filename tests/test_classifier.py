@@ -139,3 +139,36 @@ def test_face_crop_frames_the_face_as_the_training_data_did(tmp_path):
 def test_bad_face_crop_names_the_sidecar(tmp_path, face_crop):
     with pytest.raises(ModelError, match=r"m\.json: face_crop"):
         EmotionClassifier(_with_face_crop(tmp_path, face_crop))
+
+
+
+
+def test_outputs_are_named_by_the_sidecars_label_order(classifier, tmp_path):
+    """The same model with its sidecar's labels permuted: every probability moves to the name the sidecar gives it,
+    and the keys stay in the contract's order."""
+    source = require_model()
+    model = tmp_path / "m.tflite"
+    shutil.copy(source, model)
+    meta = json.loads(source.with_suffix(".json").read_text())
+    order = ["sad", "angry", "neutral", "disgust", "surprise", "happy", "fear"]
+    meta["labels"] = order
+    model.with_suffix(".json").write_text(json.dumps(meta))
+    gray, boxes = _face(ASTRONAUT)
+    (original,) = classifier.classify(gray, boxes)
+    (renamed,) = EmotionClassifier(model).classify(gray, boxes)
+    assert tuple(renamed) == classifier.labels
+    for i, name in enumerate(order):
+        assert renamed[name] == pytest.approx(original[classifier.labels[i]])
+
+
+@pytest.mark.parametrize("labels", [["angry", "disgust", "fear", "happy", "sad", "surprise", "contempt"],
+                                    ["angry", "angry", "fear", "happy", "sad", "surprise", "neutral"]])
+def test_sidecar_labels_must_be_the_contracts_emotions(tmp_path, labels):
+    source = require_model()
+    model = tmp_path / "m.tflite"
+    shutil.copy(source, model)
+    meta = json.loads(source.with_suffix(".json").read_text())
+    meta["labels"] = labels
+    model.with_suffix(".json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match=r"m\.json lists labels .*expected each of the contract's emotions once"):
+        EmotionClassifier(model)

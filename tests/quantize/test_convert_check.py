@@ -49,7 +49,7 @@ def test_convert_writes_int8_model_and_sidecar(tiny, converted48):
     assert (meta["input"]["height"], meta["input"]["width"]) == (48, 48)
     assert meta["input"]["dtype"] == "int8" and meta["input"]["scale"] == 1.0 and meta["input"]["zero_point"] == -128
     assert meta["source"]["file"] == "small48.keras" and len(meta["source"]["sha256"]) == 64
-    assert meta["normalization"] == {"input_scale": pytest.approx(1 / 255), "input_offset": 0.0}
+    assert meta["normalization"] == {"input_scale": pytest.approx(1 / 255), "input_offset": 0.0, "in_model": None}
     assert meta["accuracy"]["split"] == "PublicTest" and meta["accuracy"]["n"] == 140
     assert meta["calibration"]["n"] == 300
 
@@ -130,7 +130,7 @@ def test_gate_exits_1_when_drop_exceeds_max(tiny, tmp_path):
         (["--keras", "missing.keras"], "missing.keras: no such model file"),
         (["--data", "missing.csv"], "missing.csv: no such file or directory"),
         (["--split", "PrivateTest"], "no rows with Usage 'PrivateTest'"),
-        (["--max-drop", "-1"], "--max-drop must be >= 0"),
+        (["--max-drop", "-1"], "argument --max-drop: must be >= 0"),
     ],
 )
 def test_check_bad_input_exits_2(tiny, converted48, args, message):
@@ -146,7 +146,7 @@ def test_convert_rejects_non_model_file(tiny, tmp_path):
     bogus.write_text("not a model")
     result = quantize("convert", bogus, "--data", tiny / "faces.csv", "--out", tmp_path / "x.tflite")
     assert result.returncode == 2
-    assert "bogus.keras: cannot load Keras model" in result.stderr
+    assert "bogus.keras: not a Keras model: neither an HDF5 file" in result.stderr
 
 
 def test_check_without_sidecar_asks_for_flags(tiny, converted48, tmp_path):

@@ -126,3 +126,14 @@ def test_split_aliases():
     assert canonical_split("train") == "Training"
     assert canonical_split("VAL") == "PublicTest"
     assert canonical_split("custom") == "custom"
+
+
+def test_csv_with_byte_order_mark_and_spaced_header(tmp_path, faces):
+    """Spreadsheet programs save CSVs starting with a UTF-8 byte-order mark; some put spaces after the commas."""
+    x, y = faces
+    plain = write_csv(tmp_path / "plain.csv", {"Training": (x, y)})
+    text = plain.read_text().replace("emotion,pixels,Usage", "emotion, pixels, Usage", 1)
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    loaded = load_split(bom, "Training")
+    assert np.array_equal(loaded.x, x) and np.array_equal(loaded.y, y)
