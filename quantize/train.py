@@ -169,7 +169,8 @@ def train(state: RunState, checkpoint: Path, time_budget_s: float | None = None,
                             callbacks=[progress.callback()])
             record = {"epoch": epoch + 1, "loss": round(float(fit.history["loss"][-1]), 5),
                       "accuracy": round(float(fit.history["accuracy"][-1]), 5),
-                      "learning_rate": float(optimizer.learning_rate.numpy()), "step": int(optimizer.iterations.numpy())}
+                      "learning_rate": float(optimizer.learning_rate.numpy()),  # of the next step
+                      "step": int(optimizer.iterations.numpy())}
             ema = _ema_weights(model, optimizer)
             if val_faces is not None:
                 record["val_accuracy"] = round(_accuracy(model, ema, val_faces, options), 5)
