@@ -144,7 +144,7 @@ def run_bench(settings: Settings, make_publisher: Any = None) -> dict[str, Any]:
 
     realtime = settings.camera.realtime
     declared_fps = clip_fps(Path(settings.camera.source))
-    pipeline: Pipeline = build(settings, publisher_for, stop)
+    pipeline: Pipeline = build(settings, publisher_for, stop, keep_faces=False)  # a daemon's record stays its own
     recorder = Recorder(clip_fps=declared_fps if realtime else 0.0)
     pipeline.recorder = recorder
     # Keep every decode time, not the stats topic's rolling window of 300.

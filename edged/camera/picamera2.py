@@ -13,10 +13,14 @@ from typing import Any
 
 import numpy as np
 
+from edged.camera import CALL_TIMEOUT_S
 from edged.errors import CameraError, ConfigError
 from edged.faces import Frame
 
 logger = logging.getLogger(__name__)
+
+# Longest wait for one frame (seconds), the watchdog budget's CALL_TIMEOUT_S: picamera2 raises TimeoutError after it.
+CAPTURE_TIMEOUT_S = CALL_TIMEOUT_S
 
 
 class Picamera2Source:
