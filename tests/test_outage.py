@@ -15,6 +15,7 @@ import threading
 import time
 from datetime import datetime
 
+import pytest
 from media import ROOT, require_model
 from mosquitto import Subscriber, wait_until
 from test_faults import MjpegServer
@@ -200,3 +201,55 @@ def test_the_watchdog_budget_is_below_watchdogsec():
     assert watchdog_s / 2 + 0.2 + 1.0 < watchdog_s * 0.6, "the longest silence of a healthy daemon"
     notifier = Notifier("@x", watchdog_usec=round(watchdog_s * 1e6))
     assert notifier.watchdog_interval_s == watchdog_s / 2
+
+
+def test_a_daemon_killed_with_a_face_in_view_sends_its_face_left_at_the_next_start(broker, tmp_path):
+    """Fault 7: SIGKILL (or a crash, a power cut) never says goodbye; the next start does, from the state dir."""
+    camera = MjpegServer().start()
+    clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("EDGED_")}
+    env = {**clean, "EDGED_MODEL__PATH": str(require_model()), "EDGED_CAMERA__SOURCE": camera.url,
+           "EDGED_MQTT__HOST": "127.0.0.1", "EDGED_MQTT__PORT": str(broker.port), "EDGED_DEVICE_ID": DEVICE,
+           "EDGED_STATE_DIR": str(tmp_path / "state")}
+    sub = Subscriber(broker.port, f"edged/{DEVICE}/events")
+
+    def events() -> list[dict]:
+        return [json.loads(m.payload) for m in sub.on(f"edged/{DEVICE}/events")]
+
+    def start() -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "edged", "run"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+
+    record = tmp_path / "state" / "in_view.json"
+    daemon = start()
+    try:
+        sub.wait_for(lambda _: any(e["type"] == "face_appeared" for e in events()), timeout=60, what="face_appeared")
+
+
+        def seen_for() -> float:
+            tracks = json.loads(record.read_text())["tracks"] if record.is_file() else []
+            return tracks[0]["last_seen_utc"] - tracks[0]["first_seen_utc"] if tracks else -1.0
+
+        wait_until(lambda: seen_for() >= 1.5, timeout=20, what="the face recorded, and refreshed while it stays")
+        daemon.kill()
+        daemon.communicate(timeout=30)
+        killed_at = time.time()
+        recorded = json.loads(record.read_text())["tracks"][0]
+        before = events()
+        assert not any(e["type"] == "face_left" for e in before), "a killed daemon says no goodbye"
+        camera.stop()  # nobody in view at the next start: only the recovered goodbye is new
+        daemon = start()
+        sub.wait_for(lambda _: any(e["type"] == "face_left" for e in events()), timeout=60, what="the face_left owed")
+    finally:
+        daemon.terminate()
+        _, stderr = daemon.communicate(timeout=30)
+        sub.close()
+        camera.stop()
+    appeared = next(e for e in before if e["type"] == "face_appeared")
+    left = [e for e in events() if e["type"] == "face_left"]
+    assert len(left) == 1 and left[0]["track"] == appeared["track"] and left[0]["recovered"] is True
+    assert _epoch(appeared["ts"]) <= _epoch(left[0]["ts"]) <= killed_at, "stamped when the face was last seen"
+    assert _epoch(left[0]["ts"]) == pytest.approx(recorded["last_seen_utc"], abs=0.001)
+    assert left[0]["dwell_s"] == pytest.approx(recorded["last_seen_utc"] - recorded["first_seen_utc"], abs=0.001)
+    assert left[0]["seq"] > max(e["seq"] for e in before)
+    assert json.loads(record.read_text())["tracks"] == [], "said once: a third start owes nothing"
+    assert "without saying goodbye" in stderr
