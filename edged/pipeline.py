@@ -220,6 +220,12 @@ class Pipeline:
                 self.source.close()
             except Exception:
                 logger.exception("closing the camera failed")
+        close = getattr(self.detector, "close", None)  # a guided detector's background scan thread
+        if close is not None:
+            try:
+                close()
+            except Exception:
+                logger.exception("stopping the detector failed")
         try:
             self._say_goodbye()
         except Exception:
@@ -240,12 +246,16 @@ def build(settings: Settings, make_publisher: Callable[[str], Publisher], stop: 
     """
     haar = HaarDetector(settings.detector)
     every = settings.detector.full_scan_every
-    detector: FaceDetector = haar if every == 1 else GuidedDetector(haar, every, settings.detector.region_margin)
+    camera = settings.camera
+    is_file = source_kind(camera.source) == "file"
+    # Live: the periodic full scan runs beside the loop, so no frame waits for it. A file processed as fast as
+    # possible: in line, so what is found does not depend on thread timing.
+    beside = None if is_file and not camera.realtime else HaarDetector(settings.detector)
+    detector: FaceDetector = haar if every == 1 else GuidedDetector(haar, every, settings.detector.region_margin,
+                                                                    background=beside)
     classifier = EmotionClassifier.from_settings(settings.model)
     in_view = InView(settings.state_dir) if keep_faces else None
     tracker = Tracker(settings.tracker, first_id=in_view.max_id + 1 if in_view else 1)  # ids go on after those the last run left
-    camera = settings.camera
-    is_file = source_kind(camera.source) == "file"
     source = make_source(camera)
     source_error = None
     try:
