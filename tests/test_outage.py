@@ -14,10 +14,11 @@ import sys
 import threading
 import time
 from datetime import datetime
+from pathlib import Path
 
 import pytest
-from media import ROOT, require_model
-from mosquitto import Subscriber, wait_until
+from media import ROOT, SAMPLE_CLIP, require_model
+from mosquitto import Subscriber, free_port, wait_until
 from test_faults import MjpegServer
 from test_notify import Manager, SilentPublisher
 
@@ -27,7 +28,7 @@ from edged.classifier import EmotionClassifier
 from edged.detector import HaarDetector
 from edged.errors import CameraError
 from edged.notify import Notifier
-from edged.pipeline import Pipeline
+from edged.pipeline import Pipeline, build
 from edged.settings import load_settings
 from edged.tracker import Tracker
 
@@ -253,3 +254,70 @@ def test_a_daemon_killed_with_a_face_in_view_sends_its_face_left_at_the_next_sta
     assert left[0]["seq"] > max(e["seq"] for e in before)
     assert json.loads(record.read_text())["tracks"] == [], "said once: a third start owes nothing"
     assert "without saying goodbye" in stderr
+
+
+def _rtsp_server_available() -> bool:
+    if not Path("/usr/bin/python3").is_file():
+        return False
+    probe = subprocess.run(["/usr/bin/python3", "-c", "import gi; gi.require_version('GstRtspServer', '1.0'); "
+                            "from gi.repository import GstRtspServer; gi.require_version('Gst', '1.0'); "
+                            "from gi.repository import Gst; Gst.init(None); "
+                            "assert Gst.ElementFactory.find('avdec_mpeg4') and Gst.ElementFactory.find('jpegenc')"],
+                           capture_output=True, timeout=60)
+    return probe.returncode == 0
+
+
+class RtspCamera:
+    """tests/rtsp_server.py in a subprocess: kill() is the camera losing power, start() brings it back."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"rtsp://127.0.0.1:{self.port}/cam"
+
+    def start(self) -> RtspCamera:
+        self.process = subprocess.Popen(["/usr/bin/python3", str(ROOT / "tests" / "rtsp_server.py"), str(self.port),
+                                         str(SAMPLE_CLIP)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        assert self.process.stdout.readline().strip() == "ready"
+        return self
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+            self.process = None
+
+
+@pytest.mark.skipif(not _rtsp_server_available(),
+                    reason="needs Debian's GStreamer RTSP server: apt-get install gir1.2-gst-rtsp-server-1.0 "
+                           "python3-gi gstreamer1.0-libav gstreamer1.0-plugins-good")
+def test_an_rtsp_camera_killed_with_a_face_in_view_and_restarted(tmp_path):
+    from test_pipeline import RecordingPublisher
+
+    camera = RtspCamera().start()
+    settings = load_settings({"EDGED_CAMERA__SOURCE": camera.url, "EDGED_CAMERA__REOPEN_BACKOFF_MAX_S": "0.5",
+                              "EDGED_MODEL__PATH": str(require_model())})
+    publisher = RecordingPublisher()
+    pipeline = build(settings, lambda model_id: publisher, threading.Event(), keep_faces=False)
+    runner = threading.Thread(target=pipeline.run)
+    try:
+        runner.start()
+        wait_until(lambda: any(e.type == "face_appeared" for e in publisher.events), timeout=60, what="face_appeared")
+        camera.kill()
+        killed_at = time.time()
+        wait_until(lambda: any(e.type == "face_left" for e in publisher.events), timeout=30,
+                   what="face_left while the RTSP camera is down")
+        assert publisher.states[-1] == [] and not pipeline.capture.camera_ok
+        camera.start()
+        wait_until(lambda: pipeline.capture.reconnects >= 1, timeout=60, what="the camera back")
+        frames = pipeline.frames
+        wait_until(lambda: pipeline.frames > frames + 5, timeout=30, what="frames after the restart")
+    finally:
+        pipeline.stop.set()
+        runner.join(30)
+        camera.kill()
+    left = next(e for e in publisher.events if e.type == "face_left")
+    assert left.ts_utc <= killed_at
