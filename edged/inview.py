@@ -33,9 +33,15 @@ class InView:
         self._ids: tuple[int, ...] | None = None  # None: the first record() writes, whatever the file holds
         self._written_mono = float("-inf")
         self._failed = False
+        self._recovered: list[TrackEvent] | None = None
 
     def recovered(self) -> list[TrackEvent]:
-        """`face_left` events for the faces a previous run left in view (none after a clean stop)."""
+        """`face_left` events for the faces a previous run left in view (none after a clean stop); read once."""
+        if self._recovered is None:
+            self._recovered = self._read()
+        return self._recovered
+
+    def _read(self) -> list[TrackEvent]:
         try:
             raw = json.loads(self.path.read_text())
             tracks = [Track(id=int(t["id"]), box=tuple(int(v) for v in t["box"]),  # type: ignore[arg-type]

@@ -321,3 +321,14 @@ def test_an_rtsp_camera_killed_with_a_face_in_view_and_restarted(tmp_path):
         camera.kill()
     left = next(e for e in publisher.events if e.type == "face_left")
     assert left.ts_utc <= killed_at
+
+
+def test_an_unreadable_faces_record_is_logged_and_skipped_never_raised(tmp_path, caplog):
+    from edged.inview import FILE_NAME, InView
+
+    (tmp_path / FILE_NAME).write_text('{"tracks": [{"id": 3, "box": [1, 2')  # cut short by a power cut
+    record = InView(tmp_path)
+    assert record.recovered() == [] and record.max_id == 0
+    assert "unreadable" in caplog.text
+    record.record([])
+    assert json.loads((tmp_path / FILE_NAME).read_text()) == {"tracks": []}
