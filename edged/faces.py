@@ -44,6 +44,8 @@ class Track:
     last_seen_utc: float
     hits: int = 1
     misses: int = 0
+    leader: str | None = None  # the emotion leading the smoothed scores now, when it is not `emotion`
+    leader_since_utc: float = 0.0  # since when it has led
 
     @property
     def confidence(self) -> float:

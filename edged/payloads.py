@@ -97,6 +97,10 @@ class Event(Envelope):
     box: BoxField
     previous_emotion: str | None = Field(None, description="emotion_changed only: the emotion before")
     dwell_s: float | None = Field(None, ge=0, description="face_left only: seconds the face was in view")
+    recovered: bool | None = Field(
+        None, description="face_left only, present and true when the last run ended without saying goodbye (a crash, "
+        "SIGKILL, power cut) and this start sends it: `ts` is when the face was last seen. Added within version 1"
+    )
 
     @model_validator(mode="after")
     def _fields_of_type(self) -> Event:
@@ -104,6 +108,8 @@ class Event(Envelope):
             raise ValueError("previous_emotion is present exactly on emotion_changed")
         if (self.type == "face_left") != (self.dwell_s is not None):
             raise ValueError("dwell_s is present exactly on face_left")
+        if self.recovered is not None and self.type != "face_left":
+            raise ValueError("recovered is present only on face_left")
         return self
 
     @classmethod
@@ -121,6 +127,7 @@ class Event(Envelope):
             box=_box(track.box),
             previous_emotion=event.previous_emotion if event.type == "emotion_changed" else None,
             dwell_s=round(track.dwell_s, 3) if event.type == "face_left" else None,
+            recovered=True if event.type == "face_left" and event.extra.get("recovered") else None,
         )
 
 

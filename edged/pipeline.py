@@ -3,10 +3,14 @@
 One processing loop on the calling thread, one capture thread, and the publisher's threads (paho's network
 loop and the outbox drain). Per-frame figures go into rolling stats published every `stats_interval_s`,
 never into the log. Under systemd the loop also reports to the service manager (`edged.notify`): READY once
-running, WATCHDOG after processing a frame or while the capture thread cannot open an absent camera (so a camera
-that opens but delivers nothing, or a read that hangs, gets the service restarted by `WatchdogSec=`, while an
-unplugged camera or a stream that is down is waited for without a crash loop),
-a one-line STATUS every `status_interval_s`, STOPPING on the way out.
+running, WATCHDOG every half `WatchdogSec=` while the loop turns and no call into the camera has hung (one rule for
+absent, wedged and stalled cameras: the capture thread reopens them with backoff and the watchdog stays fed; only a
+camera call that never returns, or a stuck loop, gets the service restarted; the budget is in `edged.camera`),
+a one-line STATUS every `status_interval_s` and at once when the camera is lost or back, STOPPING on the way out.
+
+The published state follows the clock, not frame arrival: when the camera is lost, or no frame has come for
+longer than the tracker's `max_missing_s`, every face in view gets its `face_left` (stamped at the last frame's
+time) and the state empties at once; fps decays to 0 over its 5 s window; stats say `camera_ok: false`.
 
 Shutdown (SIGTERM, SIGINT, the end of a file, or an error): capture stops, faces still in view get their
 `face_left`, the last state and the final stats go out, and the publisher gets `close_timeout_s` to have the
@@ -28,6 +32,7 @@ from edged.classifier import EmotionClassifier
 from edged.detector import FaceDetector, HaarDetector
 from edged.errors import CameraError
 from edged.faces import Detection, Frame
+from edged.inview import InView
 from edged.notify import Notifier
 from edged.roi import GuidedDetector
 from edged.stats import FrameRecorder, Rate, Rolling
@@ -56,7 +61,7 @@ class Pipeline:
                  publisher: Publisher, stop: threading.Event, *, queue_size: int = 2, lossless: bool = False,
                  paced: bool = False, backoff_max_s: float = 30.0, stats_interval_s: float = 10.0,
                  notifier: Notifier | None = None, status_interval_s: float = 5.0, close_timeout_s: float = 5.0,
-                 source_error: CameraError | None = None) -> None:
+                 source_error: CameraError | None = None, in_view: InView | None = None) -> None:
         self.source, self.detector, self.classifier = source, detector, classifier
         self.tracker, self.publisher, self.stop = tracker, publisher, stop
         self.stats_interval_s = stats_interval_s
@@ -75,20 +80,27 @@ class Pipeline:
         self.faces_seen = 0
         self._started = time.monotonic()
         self._last_utc = time.time()
+        self._last_frame_mono = time.monotonic()  # when the last frame was taken from the queue
+        self.in_view = in_view  # the faces in view, kept on disk for the next start after a crash
         self.recorder: FrameRecorder | None = None  # per-frame timings for `edged bench`; None in the daemon
 
     def run(self) -> dict[str, Any]:
         """Process frames until stopped or the end of a file (then pending events are published)."""
-        self._started = time.monotonic()
+        self._started = self._last_frame_mono = time.monotonic()
         try:
             self.publisher.start()
+            if self.in_view is not None:
+                for event in self.in_view.recovered():  # a crash left these faces without their goodbye
+                    self.publisher.event(event)
+                self.in_view.record([])
             self.publisher.stats(self.stats())  # kept by the publisher and sent as soon as it connects
             self.capture.start()
             self.notifier.ready(self.status_line())
             next_stats = self._started + self.stats_interval_s
             next_status = self._started + self.status_interval_s
             watchdog_s = self.notifier.watchdog_interval_s
-            next_watchdog = self._started  # the first processed frame pings at once
+            next_watchdog = self._started  # the first turn pings at once
+            camera_ok = self.capture.camera_ok
             while not self.stop.is_set():
                 frame = self.queue.get(timeout=0.2)
                 if frame is not None:
@@ -96,8 +108,14 @@ class Pipeline:
                 elif self.queue.finished:
                     break
                 now = time.monotonic()
-                alive = frame is not None or self.capture.absent  # processing, or waiting for an absent camera
-                if alive and watchdog_s is not None and now >= next_watchdog:
+                if frame is None and self.tracker.tracks and (
+                        not self.capture.camera_ok or now - self._last_frame_mono > self.tracker.max_missing_s):
+                    self._faces_gone()  # the camera is lost or delivers nothing: nobody is seen any more
+                if self.capture.camera_ok != camera_ok:  # lost or back: say so now, not at the next interval
+                    camera_ok = self.capture.camera_ok
+                    next_stats = next_status = now
+                # The loop turns, so the daemon lives; only a camera call that never returns starves the watchdog.
+                if watchdog_s is not None and now >= next_watchdog and not self.capture.hung:
                     self.notifier.watchdog()
                     next_watchdog = now + watchdog_s
                 if now >= next_stats:
@@ -114,12 +132,23 @@ class Pipeline:
             self._shutdown()
         return self.final
 
+    def _faces_gone(self) -> None:
+        """No frame for longer than a face may go unseen, or the camera lost: every face in view leaves, stamped at
+        the last frame's time (when it was last seen), and the state empties at once, not when the camera is back."""
+        for event in self.tracker.flush(self._last_utc):
+            self.publisher.event(event)
+        self.publisher.state([], self._last_utc)
+        if self.in_view is not None:
+            self.in_view.record([])
+
     def _say_goodbye(self) -> None:
         """Stopped, ended or failed: face_left for every face still in view (spooled, so sent now or at the next
         start), the last state (no faces), the final stats."""
         for event in self.tracker.flush(self._last_utc):
             self.publisher.event(event)
-        self.publisher.state(self.tracker.tracks, self._last_utc)
+        self.publisher.state([], self._last_utc)
+        if self.in_view is not None:
+            self.in_view.record([])
         self.final = self.stats()
         self.publisher.stats(self.final)
 
@@ -135,7 +164,10 @@ class Pipeline:
             self.publisher.event(event)
             if event.type == "face_appeared":
                 self.faces_seen += 1
-        self.publisher.state(self.tracker.tracks, frame.captured_utc)  # the publisher throttles
+        tracks = self.tracker.tracks
+        self.publisher.state(tracks, frame.captured_utc)  # the publisher throttles
+        if self.in_view is not None:
+            self.in_view.record(tracks)
         t4 = time.perf_counter()
         self.latency_ms["detect"].add((t1 - t0) * 1000.0)
         if boxes:  # a frame without faces costs nothing to classify; keep it out of the percentiles
@@ -145,6 +177,7 @@ class Pipeline:
         self.rate.tick()
         self.frames += 1
         self._last_utc = frame.captured_utc
+        self._last_frame_mono = time.monotonic()
         if self.recorder is not None:
             self.recorder.record(frame, len(boxes), (t1 - t0, t2 - t1, t3 - t2, t4 - t3), time.monotonic())
 
@@ -188,6 +221,12 @@ class Pipeline:
                 self.source.close()
             except Exception:
                 logger.exception("closing the camera failed")
+        close = getattr(self.detector, "close", None)  # a guided detector's background scan thread
+        if close is not None:
+            try:
+                close()
+            except Exception:
+                logger.exception("stopping the detector failed")
         try:
             self._say_goodbye()
         except Exception:
@@ -199,19 +238,25 @@ class Pipeline:
 
 
 def build(settings: Settings, make_publisher: Callable[[str], Publisher], stop: threading.Event,
-          notifier: Notifier | None = None) -> Pipeline:
+          notifier: Notifier | None = None, keep_faces: bool = True) -> Pipeline:
     """Load the cascade and model, open the camera, then the publisher (`make_publisher(model_id)`).
 
     A live camera that cannot be opened does not stop the start: the capture thread keeps trying.
     The detector does a full scan every `full_scan_every` frames and searches around known faces in between.
+    keep_faces: record the faces in view in the state directory (`edged.inview`); `edged bench` does not.
     """
     haar = HaarDetector(settings.detector)
     every = settings.detector.full_scan_every
-    detector: FaceDetector = haar if every == 1 else GuidedDetector(haar, every, settings.detector.region_margin)
-    classifier = EmotionClassifier.from_settings(settings.model)
-    tracker = Tracker(settings.tracker)
     camera = settings.camera
     is_file = source_kind(camera.source) == "file"
+    # Live: the periodic full scan runs beside the loop, so no frame waits for it. A file processed as fast as
+    # possible: in line, so what is found does not depend on thread timing.
+    beside = None if is_file and not camera.realtime else HaarDetector(settings.detector)
+    detector: FaceDetector = haar if every == 1 else GuidedDetector(haar, every, settings.detector.region_margin,
+                                                                    background=beside)
+    classifier = EmotionClassifier.from_settings(settings.model)
+    in_view = InView(settings.state_dir) if keep_faces else None
+    tracker = Tracker(settings.tracker, first_id=in_view.max_id + 1 if in_view else 1)  # ids go on after those the last run left
     source = make_source(camera)
     source_error = None
     try:
@@ -228,4 +273,5 @@ def build(settings: Settings, make_publisher: Callable[[str], Publisher], stop: 
     return Pipeline(source, detector, classifier, tracker, publisher, stop, queue_size=camera.queue_size,
                     lossless=is_file and not camera.realtime, paced=is_file and camera.realtime,
                     backoff_max_s=camera.reopen_backoff_max_s, stats_interval_s=settings.mqtt.stats_interval_s,
-                    notifier=notifier, close_timeout_s=settings.outbox.flush_timeout_s, source_error=source_error)
+                    notifier=notifier, close_timeout_s=settings.outbox.flush_timeout_s, source_error=source_error,
+                    in_view=in_view)

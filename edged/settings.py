@@ -156,6 +156,10 @@ class TrackerSettings(_Section):
     change_margin: float = Field(
         0.1, ge=0, lt=1, description="How much a new emotion must beat the current one before emotion_changed"
     )
+    min_change_s: float = Field(
+        1.0, ge=0, le=60, description="How long a new emotion must lead (and beat the current one by change_margin) "
+        "before emotion_changed (seconds; 0 = at once)"
+    )
 
 
 class MqttSettings(_Section):

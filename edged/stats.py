@@ -48,7 +48,10 @@ class Rolling:
 
 
 class Rate:
-    """Events per second over the last `window_s` seconds (monotonic clock)."""
+    """Events per second over the last `window_s` seconds of the monotonic clock.
+
+    The rate follows the clock, not the events: when they stop (a camera lost), it falls to 0 within `window_s`.
+    """
 
     def __init__(self, window_s: float = 5.0) -> None:
         self._times: deque[float] = deque()
@@ -60,8 +63,13 @@ class Rate:
         while self._times and now - self._times[0] > self._window_s:
             self._times.popleft()
 
-    def per_second(self) -> float:
+    def per_second(self, now: float | None = None) -> float:
+        """Events per second: the intervals between the events in the window over the time from the first of them
+        to `now` (so a pause counts as time with no event)."""
+        now = time.monotonic() if now is None else now
+        while self._times and now - self._times[0] > self._window_s:
+            self._times.popleft()
         if len(self._times) < 2:
             return 0.0
-        span = self._times[-1] - self._times[0]
+        span = now - self._times[0]
         return round((len(self._times) - 1) / span, 2) if span > 0 else 0.0

@@ -1,8 +1,9 @@
 """Tracking: a stable id per face across frames (greedy IoU), scores smoothed over time, events on change.
 
 Smoothing is an exponential moving average (`smoothing` = weight of the newest frame's scores) and the
-reported emotion only changes when another label's smoothed score beats it by `change_margin`, so one
-noisy frame neither flips the emotion nor floods the events topic. A face is announced after `min_hits`
+reported emotion only changes when another label has led the smoothed scores for `min_change_s` seconds and
+beats it by `change_margin`, so neither one noisy frame nor a face hovering between two emotions floods the
+events topic (a published emotion changes at most about once per `min_change_s`). A face is announced after `min_hits`
 matched frames and leaves after `max_missing_s` seconds unseen.
 """
 
@@ -35,15 +36,16 @@ def snapshot(track: Track) -> Track:
 class Tracker:
     """Turns per-frame detections into tracks and `TrackEvent`s; timestamps are UTC epoch seconds."""
 
-    def __init__(self, settings: TrackerSettings) -> None:
+    def __init__(self, settings: TrackerSettings, first_id: int = 1) -> None:
         self.iou_threshold = float(settings.iou_threshold)
         self.max_missing_s = float(settings.max_missing_s)
         self.smoothing = float(settings.smoothing)
         self.min_hits = max(1, int(settings.min_hits))
         self.change_margin = float(settings.change_margin)
+        self.min_change_s = float(settings.min_change_s)
         self._live: list[Track] = []
         self._confirmed: set[int] = set()
-        self._ids = itertools.count(1)
+        self._ids = itertools.count(first_id)
 
     @property
     def tracks(self) -> list[Track]:
@@ -107,8 +109,13 @@ class Tracker:
         track.misses = 0
         previous = track.emotion
         best = max(track.scores, key=track.scores.__getitem__)
-        if best != previous and track.scores[best] >= track.scores[previous] + self.change_margin:
-            track.emotion = best
+        if best == previous:
+            track.leader = None
+        elif best != track.leader:
+            track.leader, track.leader_since_utc = best, ts_utc
+        if (track.leader is not None and ts_utc - track.leader_since_utc >= self.min_change_s
+                and track.scores[best] >= track.scores[previous] + self.change_margin):
+            track.emotion, track.leader = best, None
         if track.id not in self._confirmed:
             if track.hits >= self.min_hits:
                 self._confirmed.add(track.id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,21 @@ GRACE_HOPPER = DATA / "grace_hopper.jpg"  # one face
 COFFEE = DATA / "coffee.jpg"  # no face
 SAMPLE_CLIP = ROOT / "samples" / "faces.mp4"  # 12 s, 15 fps: astronaut, nobody, Grace Hopper, nobody
 MODEL = ROOT / "models" / "emotions-int8.tflite"
+
+
+def _clips_module():
+    spec = importlib.util.spec_from_file_location("edged_sample_clips", ROOT / "samples" / "clips.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+CLIP_NAMES = ("moving", "approaching", "turning", "smile")  # samples/clips.py: made at test time, not committed
+
+
+def make_clip(name: str, folder: Path) -> Path:
+    """Write samples/clips.py's clip `name` (see its licence) into `folder`."""
+    return _clips_module().write(name, folder)
 
 
 def require_model() -> Path:

@@ -53,7 +53,9 @@ def test_realtime_bench_paces_the_clip_at_its_own_rate_and_accounts_for_every_fr
     # Whether it keeps up (0 dropped, p95 latency) is a benchmark figure (bench/perf.py), not a timed assertion.
     result = run_bench(bench_settings(CLIP_30FPS, 1, realtime=True, environ=_environ(require_model())))
     assert result["realtime"] and result["clip_fps"] == 30.0
-    assert result["frames"] + result["frames_dropped"] == 180 and result["frames_with_faces"] > 100
+    # Paced like a camera, full scans run beside the loop: on a loaded machine their faces join a few frames later
+    # than in line (120 frames have a face), so this only checks that detection works.
+    assert result["frames"] + result["frames_dropped"] == 180 and result["frames_with_faces"] > 60
     assert 5.5 < result["wall_s"] < 12  # a 6 s clip at its own pace
 
 

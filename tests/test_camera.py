@@ -7,15 +7,16 @@ import sys
 import threading
 import time
 import types
-from typing import ClassVar
 
 import numpy as np
 import pytest
+from fake_picamera2 import FakePicamera2
 from media import SAMPLE_CLIP
 
 from edged.camera import open_source, source_kind
 from edged.camera.capture import Capture
 from edged.camera.opencv import OpenCVSource, has_gstreamer
+from edged.camera.picamera2 import CAPTURE_TIMEOUT_S
 from edged.camera.queue import FrameQueue
 from edged.errors import CameraError, ConfigError
 from edged.faces import Frame
@@ -192,57 +193,74 @@ def test_a_camera_that_opens_but_cannot_read_is_back_only_once_it_delivers(caplo
     assert sum("camera lost" in m for m in messages) == 1 and sum("camera back" in m for m in messages) == 1
 
 
-class FakePicamera2:
-    """Stands in for picamera2.Picamera2: a lores YUV420 buffer whose rows are padded to a wider stride."""
-
-    instances: ClassVar[list[FakePicamera2]] = []
-
-    def __init__(self) -> None:
-        self.config: dict = {}
-        self.started = self.closed = False
-        FakePicamera2.instances.append(self)
-
-    def create_video_configuration(self, main: dict, lores: dict, controls: dict) -> dict:
-        return {"main": main, "lores": lores, "controls": controls}
-
-    def configure(self, config: dict) -> None:
-        self.config = config
-
-    def stream_configuration(self, name: str) -> dict:
-        width, height = self.config[name]["size"]
-        return {"size": (width, height), "stride": width + 32, "format": "YUV420"}
-
-    def start(self) -> None:
-        self.started = True
-
-    def capture_buffer(self, name: str) -> np.ndarray:
-        width, height = self.config[name]["size"]
-        stride = width + 32
-        y = np.full((height, stride), 255, np.uint8)  # padding at the end of each row
-        y[:, :width] = (np.arange(width) % 200).astype(np.uint8)[np.newaxis, :]
-        chroma = np.full((height // 2, stride), 77, np.uint8)  # U and V: must not leak into the image
-        return np.concatenate([y, chroma]).ravel()
-
-    def stop(self) -> None:
-        self.started = False
-
-    def close(self) -> None:
-        self.closed = True
-
-
-def test_picamera2_reads_the_y_plane_of_lores(monkeypatch):
+def _fake_picamera2(monkeypatch, **flags) -> type[FakePicamera2]:
+    fake = type("FakePicamera2", (FakePicamera2,), flags)
     module = types.ModuleType("picamera2")
-    module.Picamera2 = FakePicamera2
+    module.Picamera2 = fake
     monkeypatch.setitem(sys.modules, "picamera2", module)
-    source = open_source(CameraSettings(source="picamera2", width=320, height=240, fps=20))
+    return fake
+
+
+def test_picamera2_reads_the_y_plane_of_lores_in_a_full_field_sensor_mode(monkeypatch):
+    _fake_picamera2(monkeypatch)
+    source = open_source(CameraSettings(source="picamera2", width=640, height=480, fps=30))
     frame = source.read()
     camera = FakePicamera2.instances[-1]
     source.close()
-    assert camera.config["lores"] == {"size": (320, 240), "format": "YUV420"}
-    assert camera.config["controls"] == {"FrameDurationLimits": (50000, 50000)}
-    assert frame.gray.shape == (240, 320) and frame.gray.flags.c_contiguous
-    assert np.array_equal(frame.gray[7], np.arange(320) % 200)
+    assert camera.config["lores"] == {"size": (640, 480), "format": "YUV420"}
+    assert camera.mode["crop_limits"] == (0, 0, 3280, 2464), "the whole field of view, not the centre crop"
+    assert camera.mode["size"] == (1640, 1232) and camera.config["sensor"] == {"output_size": (1640, 1232),
+                                                                                "bit_depth": 10}
+    # up to 30 fps, but exposure may grow to 100 ms (10 fps) in a dim room instead of being capped at 33 ms
+    assert camera.config["controls"] == {"FrameDurationLimits": (33333, 100000)}
+    assert frame.gray.shape == (480, 640) and frame.gray.flags.c_contiguous
+    assert np.array_equal(frame.gray[7], np.arange(640) % 200)  # the stride's padding and U, V left out
+    assert camera.waits == [CAPTURE_TIMEOUT_S]
     assert camera.closed and not camera.started
+
+
+def test_picamera2_without_the_sensor_argument_asks_for_the_mode_through_the_raw_stream(monkeypatch):
+    _fake_picamera2(monkeypatch, old=True)
+    source = open_source(CameraSettings(source="picamera2", width=320, height=240, fps=20))
+    camera = FakePicamera2.instances[-1]
+    source.close()
+    assert camera.config["raw"] == {"size": (1640, 1232)} and camera.mode["crop_limits"] == (0, 0, 3280, 2464)
+
+
+def test_picamera2_without_a_mode_request_would_crop_the_field_of_view(monkeypatch):
+    camera = _fake_picamera2(monkeypatch)()  # the fake itself: what libcamera picks when not told
+    camera.configure(camera.create_video_configuration(main={"size": (640, 480), "format": "YUV420"}))
+    assert camera.mode["crop_limits"] == (1000, 752, 1280, 960)
+
+
+def test_a_hung_picamera2_capture_times_out_as_a_camera_error(monkeypatch):
+    _fake_picamera2(monkeypatch, hang=True)
+    source = open_source(CameraSettings(source="picamera2"))
+    with pytest.raises(CameraError, match="stopped delivering frames: TimeoutError"):
+        source.read()
+    source.close()
+
+
+def test_a_usb_camera_through_picamera2_uses_its_main_stream(monkeypatch):
+    _fake_picamera2(monkeypatch, usb=True)
+    source = open_source(CameraSettings(source="picamera2", width=320, height=240))
+    frame = source.read()
+    camera = FakePicamera2.instances[-1]
+    source.close()
+    assert camera.config["lores"] is None and camera.config["main"]["format"] == "YUYV"
+    assert frame.gray.shape == (240, 320) and np.array_equal(frame.gray[3], np.arange(320) % 200)
+
+
+def test_picamera2_that_cannot_be_imported_is_a_configuration_error_with_its_cause(monkeypatch):
+    broken = types.ModuleType("picamera2")
+
+    def __getattr__(name: str):
+        raise ValueError("numpy.dtype size changed, may indicate binary incompatibility")
+
+    broken.__getattr__ = __getattr__
+    monkeypatch.setitem(sys.modules, "picamera2", broken)
+    with pytest.raises(ConfigError, match=r"cannot be imported: ValueError: numpy\.dtype size changed"):
+        open_source(CameraSettings(source="picamera2"))
 
 
 def test_picamera2_missing_says_how_to_install(monkeypatch):

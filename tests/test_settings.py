@@ -79,6 +79,7 @@ VALUES = {
     "EDGED_TRACKER__SMOOTHING": ("1", 1.0),
     "EDGED_TRACKER__MIN_HITS": ("3", 3),
     "EDGED_TRACKER__CHANGE_MARGIN": ("0.2", 0.2),
+    "EDGED_TRACKER__MIN_CHANGE_S": ("2.5", 2.5),
     "EDGED_MQTT__HOST": ("broker.lan", "broker.lan"),
     "EDGED_MQTT__PORT": ("8883", 8883),
     "EDGED_MQTT__PROTOCOL": ("3.1.1", "3.1.1"),

@@ -19,6 +19,17 @@ from edged.faces import Frame
 if TYPE_CHECKING:
     from edged.settings import CameraSettings
 
+# The watchdog budget, written down once (systemd/edged.service: WatchdogSec=30; edged pings every half of it).
+# Every call into a live source returns within CALL_TIMEOUT_S, with frames or with a CameraError: FFmpeg's open and
+# read timeouts for streams, OpenCV's 10 s select() for V4L2, picamera2's capture timeout. A source that is absent
+# (cannot be opened) and one that is wedged (opens, then delivers nothing, or stalls) get the same treatment: the
+# capture thread reopens it with backoff while the watchdog stays fed, since a restart would do no more than a
+# reopen and would crash-loop into a failed unit. The watchdog starves only when one call has not returned after
+# HUNG_AFTER_S: a hung driver, which only a new process can cure. So a healthy daemon is never silent for longer than
+# WatchdogSec/2 plus one turn of the frame loop, whatever the camera does (tests/test_watchdog.py checks the numbers).
+CALL_TIMEOUT_S = 10.0
+HUNG_AFTER_S = 15.0
+
 SourceKind = Literal["picamera2", "v4l2", "gstreamer", "url", "file"]
 
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
@@ -28,7 +39,8 @@ class FrameSource(Protocol):
     """A camera, stream or file delivering grayscale frames.
 
     `read()` returns None only at the end of a file; a live source that stops delivering raises
-    `CameraError`, and the capture thread then closes it and calls `open()` again.
+    `CameraError`, and the capture thread then closes it and calls `open()` again. `open()` and `read()` of a live
+    source return or raise within CALL_TIMEOUT_S.
     """
 
     def open(self) -> None: ...
@@ -63,7 +75,8 @@ def make_source(camera: CameraSettings) -> FrameSource:
         case "v4l2" | "gstreamer" | "url" | "file":
             from edged.camera.opencv import OpenCVSource
 
-            return OpenCVSource(kind, camera.source.strip(), camera.width, camera.height, camera.fps)
+            return OpenCVSource(kind, camera.source.strip(), camera.width, camera.height, camera.fps,
+                                realtime=camera.realtime)
 
 
 def open_source(camera: CameraSettings) -> FrameSource:

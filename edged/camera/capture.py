@@ -5,14 +5,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
-from edged.camera import FrameSource
+from edged.camera import HUNG_AFTER_S, FrameSource
 from edged.camera.queue import FrameQueue
 from edged.errors import CameraError, EdgedError
 from edged.faces import Frame
 from edged.stats import Rolling
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class Capture:
@@ -21,15 +25,16 @@ class Capture:
     lossless: wait for room in the queue instead of dropping the oldest frame (a file processed as fast
     as possible). paced: hand frames over at the pace of their timestamps (a file played in real time).
     The queue is closed when the thread ends, which tells the consumer the stream is over.
-    Decode times (read + grayscale, ms) go to `decode_ms`. A source that failed to open (`opened=False`) or
-    is lost later is reopened with backoff; `camera_ok` is False meanwhile, `reconnects` counts recoveries.
-    `absent` is True while opening it fails (unplugged, stream down): the pipeline tells systemd's watchdog
-    that waiting for it is alive, unlike a camera that opens and then delivers nothing (a wedged driver).
+    Decode times (read + grayscale, ms) go to `decode_ms`. A source that failed to open (`opened=` its error) or
+    is lost later (a read raised) is reopened with backoff; `camera_ok` is False meanwhile, `reconnects` counts
+    recoveries. Absent (cannot be opened) and wedged (opens, then delivers nothing) are one case: reopened, and
+    `hung` stays False. `hung` is True only while one call into the source has been running for `hung_after_s`
+    (a driver that never returns): the pipeline then stops feeding systemd's watchdog (see edged.camera).
     """
 
     def __init__(self, source: FrameSource, queue: FrameQueue, stop: threading.Event, *, lossless: bool = False,
                  paced: bool = False, backoff_min_s: float = 1.0, backoff_max_s: float = 30.0,
-                 opened: CameraError | None = None) -> None:
+                 opened: CameraError | None = None, hung_after_s: float = HUNG_AFTER_S) -> None:
         self.source = source
         self.queue = queue
         self.stop = stop
@@ -40,10 +45,12 @@ class Capture:
         self.decode_ms = Rolling()
         self.error: EdgedError | None = None
         self.reconnects = 0
+        self.failed_reopens = 0  # attempts to reopen that failed, since start
         self._lost: CameraError | None = opened  # why the source is not open yet, if it is not
         self._pending: Frame | None = None  # the frame a reopen read to prove the camera is back
         self.camera_ok = opened is None
-        self.absent = opened is not None
+        self.hung_after_s = hung_after_s
+        self._busy_since: float | None = None  # monotonic start of the source call running now, if any
         self._thread = threading.Thread(target=self._run, name="edged-capture", daemon=True)
 
     def start(self) -> None:
@@ -52,6 +59,19 @@ class Capture:
     @property
     def alive(self) -> bool:
         return self._thread.is_alive()
+
+    @property
+    def hung(self) -> bool:
+        """One call into the source (open, read, close) has been running for `hung_after_s` or longer."""
+        since = self._busy_since
+        return since is not None and time.monotonic() - since >= self.hung_after_s
+
+    def _call(self, fn: Callable[[], T]) -> T:  # the source's open, read or close, timed for `hung`
+        self._busy_since = time.monotonic()
+        try:
+            return fn()
+        finally:
+            self._busy_since = None
 
     def join(self, timeout: float | None = None) -> None:
         if self._thread.is_alive():
@@ -65,7 +85,7 @@ class Capture:
             while not self.stop.is_set():
                 started = time.perf_counter()
                 try:
-                    frame, self._pending = (self._pending or self.source.read()), None
+                    frame, self._pending = (self._pending or self._call(self.source.read)), None
                 except CameraError as exc:
                     if not self._reopen(exc):
                         return
@@ -101,23 +121,23 @@ class Capture:
         attempts = 0
         while True:
             try:
-                self.source.close()
+                self._call(self.source.close)
             except Exception as exc:
                 logger.debug("closing the lost camera failed: %s", exc)
             if self.stop.wait(delay):
                 return False
             attempts += 1
             try:
-                self.source.open()
+                self._call(self.source.open)
                 # Back only once it delivers: a stream that accepts the connection and then fails every read
                 # would otherwise be "lost" and "back" every second, in the log and in the stats.
-                self._pending = self.source.read()
+                self._pending = self._call(self.source.read)
             except CameraError as exc:
-                self.absent = True
+                self.failed_reopens += 1
                 delay = min(delay * 2, self.backoff_max_s)
                 logger.debug("camera still unavailable (next try in %.1f s): %s", delay, exc)
                 continue
             self.reconnects += 1
-            self.camera_ok, self.absent = True, False
+            self.camera_ok = True
             logger.info("camera back after %.1f s (%d attempts)", time.monotonic() - since, attempts)
             return True

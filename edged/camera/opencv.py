@@ -22,6 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edged.camera import CALL_TIMEOUT_S
 from edged.errors import CameraError, ConfigError
 from edged.faces import Frame
 
@@ -36,8 +37,10 @@ def has_gstreamer() -> bool:
     return re.search(r"GStreamer:\s+YES", cv2.getBuildInformation()) is not None
 
 
-# Longest wait (ms) to open or read a network stream; well under the unit's WatchdogSec=30s.
-STREAM_TIMEOUT_MS = 10_000
+# Longest wait (ms) to open or read a network stream: the watchdog budget's CALL_TIMEOUT_S (see edged.camera).
+STREAM_TIMEOUT_MS = round(CALL_TIMEOUT_S * 1000)
+# Rotation metadata (degrees clockwise to display upright, FFmpeg's convention) -> the cv2.rotate code doing it.
+_ROTATE = {90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_COUNTERCLOCKWISE}
 
 class OpenCVSource:
     """Frames from `cv2.VideoCapture`, converted to grayscale once, here.
@@ -46,13 +49,24 @@ class OpenCVSource:
     width, height (pixels) and fps are requested from V4L2 devices; files and streams keep their own.
     A file is read as fast as it decodes; its frames are stamped with media time (start + index / fps),
     which the capture thread paces by when the file should play in real time, and which keeps tracking
-    independent of processing speed.
+    independent of processing speed. realtime=True starts the media clock when the file is opened (it plays
+    like a camera); realtime=False places the clip so that it ends when it was opened, so no frame is stamped in
+    the future however fast it is processed, and intervals (dwell times) stay the clip's own.
+    Rotation metadata (phone video) is honoured for files and streams: frames are turned upright here.
+    timeout_s bounds each open and read of a network stream (the watchdog budget).
     """
 
-    def __init__(self, kind: str, source: str, width: int = 640, height: int = 480, fps: float = 30.0) -> None:
+    def __init__(self, kind: str, source: str, width: int = 640, height: int = 480, fps: float = 30.0,
+                 realtime: bool = True, timeout_s: float = CALL_TIMEOUT_S) -> None:
         self.kind = kind
         self.source = source
         self.width, self.height, self.fps = width, height, fps
+        self.realtime = realtime
+        self.timeout_ms = round(timeout_s * 1000)
+        self.rotation = 0  # degrees clockwise applied to every frame, from the source's metadata
+        self._yuv_rows = 0  # a GStreamer appsink's image height: a 1-channel frame 1.5 times as tall is YUV 4:2:0
+        self._eos_logged = False
+        self._open_error_logged = False
         self._cap: cv2.VideoCapture | None = None
         self._index = 0
         self._file_fps = fps
@@ -70,16 +84,44 @@ class OpenCVSource:
             if self.kind == "file":  # it exists (checked above) but no decoder takes it: retrying cannot help
                 raise ConfigError(f"video file {self.source!r} cannot be read: not a video OpenCV can decode "
                                   "(EDGED_CAMERA__SOURCE)")
+            if self.kind == "gstreamer" and not self._open_error_logged:
+                # A typo, a missing element and an absent camera look the same from here: all are retried with
+                # backoff, so say once, loudly, how to find out which.
+                self._open_error_logged = True
+                logger.error("GStreamer pipeline %r cannot be started; it is retried with backoff. A typo, a missing "
+                             "element or plugin, or an absent camera? Run it with: gst-launch-1.0 -v %s",
+                             self.source, _fakesink_pipeline(self.source))
             raise CameraError(f"camera source {self.source!r} cannot be opened ({self.kind}); "
                               "check EDGED_CAMERA__SOURCE" + _HINTS.get(self.kind, ""))
+        width, height = int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        if self.kind in ("file", "url"):
+            self.rotation = self._rotation()
+        self._yuv_rows = height if self.kind == "gstreamer" else 0
         if self.kind == "file":
             reported = self._cap.get(cv2.CAP_PROP_FPS)
             # Some containers report 0 or absurd rates; fall back to the configured one.
             self._file_fps = reported if 1.0 <= reported <= 240.0 else self.fps
             self._file_frame = 0
             self._start_utc = time.time()
-        logger.info("camera %s opened (%s, %dx%d)", self.source, self.kind,
-                    int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+            if not self.realtime:  # the clip ends now: every stamp is in the past
+                count = self._cap.get(cv2.CAP_PROP_FRAME_COUNT)
+                self._start_utc -= max(0.0, count) / self._file_fps
+        logger.info("camera %s opened (%s, %dx%d%s)", self.source, self.kind, width, height,
+                    f", rotated {self.rotation} degrees by its metadata" if self.rotation else "")
+
+    def _rotation(self) -> int:
+        """Degrees (0, 90, 180, 270) to turn frames clockwise, from the container's metadata. OpenCV's own automatic
+        orientation is turned off, so frames are turned exactly once, here, whatever OpenCV's default is."""
+        assert self._cap is not None
+        meta = round(self._cap.get(cv2.CAP_PROP_ORIENTATION_META)) % 360
+        if not self._cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 0) and self._cap.get(cv2.CAP_PROP_ORIENTATION_AUTO):
+            return 0  # this backend insists on turning frames itself
+        if meta not in _ROTATE:
+            if meta:
+                logger.warning("camera source %r: rotation metadata of %d degrees ignored (not a quarter turn)",
+                               self.source, meta)
+            return 0
+        return meta
 
     def _open_capture(self) -> cv2.VideoCapture:
         match self.kind:
@@ -105,8 +147,8 @@ class OpenCVSource:
             case _:
                 # FFmpeg waits 30 s by default for a host that does not answer: as long as systemd's WatchdogSec,
                 # which would then restart a daemon that is only waiting for its stream to come back.
-                timeouts = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC,
-                            STREAM_TIMEOUT_MS]
+                timeouts = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, self.timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+                            self.timeout_ms]
                 return cv2.VideoCapture(self.source, cv2.CAP_FFMPEG, timeouts)
 
     def read(self) -> Frame | None:
@@ -122,6 +164,11 @@ class OpenCVSource:
                 return None
             raise CameraError(f"camera source {self.source!r}: {exc}") from None
         if gray is None:
+            if self.kind == "gstreamer" and not self._eos_logged:
+                self._eos_logged = True
+                logger.error("GStreamer pipeline %r stopped delivering (end of stream or an error): it is reopened "
+                             "with backoff like a lost camera. A pipeline that plays a file ends for good: give the "
+                             "file itself as EDGED_CAMERA__SOURCE", self.source)
             if self.kind == "file" and self._file_frame == 0:
                 raise ConfigError(f"video file {self.source!r} has no frame OpenCV can decode (EDGED_CAMERA__SOURCE)")
             if self.kind == "file":
@@ -129,6 +176,8 @@ class OpenCVSource:
             raise CameraError(f"camera source {self.source!r} stopped delivering frames")
         if self.kind == "file":
             captured_utc = self._start_utc + self._file_frame / self._file_fps
+            if not self.realtime:
+                captured_utc = min(captured_utc, time.time())  # a frame count that undercounts must not reach ahead
             self._file_frame += 1
         else:
             captured_utc = time.time()
@@ -143,16 +192,29 @@ class OpenCVSource:
             shape = "x".join(str(n) for n in image.shape)
             what = (f"camera source {self.source!r} delivered a {shape} {image.dtype} frame; edged needs 8-bit "
                     f"gray, BGR or BGRA frames of at least {MIN_SIDE}x{MIN_SIDE} pixels")
+            if self.kind == "gstreamer":  # the pipeline text fixes the format: no reopen will change it
+                raise ConfigError(what + "; end the pipeline with '! videoconvert ! video/x-raw,format=GRAY8 ! appsink "
+                                  "drop=true max-buffers=1' (EDGED_CAMERA__SOURCE)")
             # A file will not change its mind; a live camera may after a reopen (a format renegotiated).
             raise ConfigError(what + " (EDGED_CAMERA__SOURCE)") if self.kind == "file" else CameraError(what)
         if channels == 1:
-            return image if image.ndim == 2 else image[:, :, 0]
-        return cv2.cvtColor(image, _TO_GRAY[channels])
+            gray = image if image.ndim == 2 else image[:, :, 0]
+            if self._yuv_rows and gray.shape[0] == self._yuv_rows * 3 // 2:
+                gray = gray[:self._yuv_rows]  # I420/YV12/NV12/NV21 come as one array: Y rows, then chroma rows
+        else:
+            gray = cv2.cvtColor(image, _TO_GRAY[channels])
+        return cv2.rotate(gray, _ROTATE[self.rotation]) if self.rotation else gray
 
     def close(self) -> None:
         if self._cap is not None:
             self._cap.release()
             self._cap = None
+
+
+def _fakesink_pipeline(source: str) -> str:
+    """The pipeline with its appsink swapped for fakesink, for gst-launch-1.0."""
+    pipeline = source.removeprefix("gst:")
+    return re.sub(r"appsink[^!]*$", "fakesink", pipeline.strip()) if "appsink" in pipeline else pipeline
 
 
 _HINTS = {
