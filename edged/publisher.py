@@ -517,10 +517,11 @@ class MqttPublisher:
         self._ever_connected = True
 
     def _refused(self, refusal: Refusal) -> None:
-        logger.warning("MQTT broker %s dropped the connection %d times, each right after receiving a message of %d "
-                       "bytes or more (the smallest: %s), and took edged back at once: taken as larger than the broker "
-                       "accepts", self._broker, refusal.strikes, refusal.size, refusal.key)
-        self._too_large_said.clear()  # the new limit is said once per kind
+        # Each kind's error is said once per process; a lowered bound is this warning only.
+        how = (f"{refusal.strikes} times, each right after receiving a message of {refusal.size} bytes or more" if
+               refusal.strikes > 1 else f"again, right after receiving a message of {refusal.size} bytes")
+        logger.warning("MQTT broker %s dropped the connection %s (the smallest: %s), and took edged back at once: taken "
+                       "as larger than the broker accepts", self._broker, how, refusal.key)
         self.outbox.set_refused_size(self._broker, refusal.size)
 
     def _send_discovery(self) -> None:
