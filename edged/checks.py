@@ -46,6 +46,37 @@ def run_checks(broker_timeout_s: float | None = 10.0) -> Iterator[Check]:
     yield _guard("outbox", _outbox, settings)
     if broker_timeout_s is not None:
         yield _guard("broker", _broker, settings, broker_timeout_s)
+    learned = _learned_limit(settings)
+    if learned:
+        yield "broker", None, learned
+
+
+def _learned_limit(settings: Settings) -> str | None:
+    """What `edged run` learned from this broker's drops and keeps in the outbox (edged/brokerlink.py), if anything:
+    run keeps sending nothing that large until the broker takes a message that large (a WARN: it may be stale)."""
+    import sqlite3
+
+    from edged.brokerlink import where
+    from edged.outbox import FILE_NAME
+
+    path = settings.state_dir / FILE_NAME
+    if not path.exists():
+        return None
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2.0)
+        try:
+            row = db.execute("SELECT refused FROM broker_limit WHERE broker = ?", (where(settings.mqtt),)).fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error:  # no such table (an older outbox), or unreadable: the outbox check says so
+        return None
+    if row is None:
+        return None
+    kind, largest = max(message_sizes(settings).items(), key=lambda kv: kv[1])
+    return (f"edged run found that MQTT broker {where(settings.mqtt)} refused a message of {row[0]} bytes (it closed "
+            f"the connection right after receiving one), so it sends nothing that large until the broker takes one; "
+            f"edged's largest message is its {kind} ({largest} bytes): raise the broker's max_packet_size to at "
+            f"least {largest}")
 
 
 def _guard(name: str, check: Any, *args: Any) -> Check:

@@ -212,6 +212,18 @@ def test_check_says_what_run_would_about_an_outbox_held_by_another_edged(tmp_pat
                                f"EDGED_STATE_DIR={state}: stop it, or give this one its own EDGED_STATE_DIR"]
 
 
+def test_check_warns_of_a_limit_run_learned_from_the_brokers_drops(tmp_path):
+    state = tmp_path / "state"
+    box = Outbox.open(state, max_messages=10, max_bytes=10_000, max_age_s=60)
+    box.set_refused_size("127.0.0.1:1884", 315)  # what edged run keeps after 3 drops (tests/test_brokerlink.py)
+    box.close()
+    lines = _check("--skip-broker", EDGED_STATE_DIR=str(state), EDGED_MQTT__PORT="1884")
+    assert lines["status"] == [str(EXIT_OK)]
+    assert lines["broker"][0].startswith("WARN  broker") and "refused a message of 315 bytes" in lines["broker"][0]
+    assert "max_packet_size to at least" in lines["broker"][0]
+    assert "broker" not in _check("--skip-broker", EDGED_STATE_DIR=str(state), EDGED_MQTT__PORT="1883")
+
+
 def test_check_says_what_run_would_about_a_disk_that_refuses_writes(tmp_path):
     state = tmp_path / "state"
     state.mkdir()
