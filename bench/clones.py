@@ -45,6 +45,19 @@ def kiosk(pub: MqttPublisher, stop: threading.Event) -> None:
             pub.stats({**FIGURES, "frames": n})
 
 
+def listening(port: int, timeout: float = 10.0) -> None:
+    """Wait until the broker accepts TCP connections on `port`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=120.0)
@@ -60,7 +73,7 @@ def main() -> None:
         broker = subprocess.Popen([shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", f"{tmp}/m.conf"],
                                   stderr=subprocess.DEVNULL)
         try:
-            time.sleep(0.5)
+            listening(port)
             mqtt = MqttSettings(host="127.0.0.1", port=port, protocol=args.protocol)
             clones = [MqttPublisher(mqtt, "raspberrypi", None, "m", "0") for _ in range(2)]
             stop = threading.Event()

@@ -51,6 +51,19 @@ def kiosk(pub: MqttPublisher, stop: threading.Event) -> None:
             pub.stats({**FIGURES, "frames": n})
 
 
+def listening(port: int, timeout: float = 10.0) -> None:
+    """Wait until the broker accepts TCP connections on `port`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=30.0)
@@ -73,7 +86,7 @@ def main() -> None:
         sub = paho.Client(CallbackAPIVersion.VERSION2, client_id="packet-limit-watcher")
         connects = 0
         try:
-            time.sleep(0.5)
+            listening(port)
             sub.on_message = lambda c, u, m: received.append(m.topic.rsplit("/", 1)[1])
             sub.on_connect = lambda c, u, f, rc, p: c.subscribe("edged/#", 1)
             sub.reconnect_delay_set(0.1, 0.5)
