@@ -17,9 +17,10 @@ reports only by dropping the connection:
     UNSUBSCRIBE of a topic edged never subscribed to, whose UNSUBACK confirms it (no subscriber sees anything);
   - a drop with a suspect is judged at the next connection attempt: a broker that cannot be reached was away (a
     restart), which explains the drop; one that takes the client back at once makes it a strike;
-  - STRIKES strikes teach an upper bound: the broker refused a message of N bytes (the smallest struck), so its
-    limit is below N, and every message of N bytes or more is taken as too large (events are rejected, state and
-    stats skipped) instead of reconnecting for ever. Once a bound is known, one more strike lowers it;
+  - STRIKES strikes within STRIKE_SPAN_S teach an upper bound: the broker refused a message of N bytes (the
+    smallest struck), so its limit is below N, and every message of N bytes or more is taken as too large (events
+    are rejected, state and stats skipped) instead of reconnecting for ever. Once a bound is known, one more strike
+    lowers it;
   - the bound is dropped when the broker confirms a message at least that large: a state or stats above it is
     tried once every probe interval and after the broker was away or dropped the connection for no reason seen
     (a restart, maybe with a new configuration).
@@ -49,6 +50,8 @@ TAKEOVER_WINDOW_S = 10.0
 # A broker closes the connection as soon as it reads an oversized packet: only a message sent this shortly before a
 # drop can have caused it (seconds; a round trip to the broker and back, with room).
 SUSPECT_S = 2.0
+# Strikes count toward a conclusion for this long (seconds), or four longest reconnect waits if that is longer.
+STRIKE_SPAN_S = 600.0
 # A limit learned from drops is tried again (one state or stats above it) this often (seconds).
 PROBE_INTERVAL_S = 3600.0
 # The state message sized for `message_sizes`: this many faces in view at once.
@@ -255,7 +258,9 @@ class LinkMonitor:
             pending, self._pending = self._pending, None
             if pending is None:
                 return None
-            self._strikes.append(pending)
+            # Strikes are recent or nothing: rare coincidences spread over days are not a pattern.
+            span = max(STRIKE_SPAN_S, 4 * self.reconnect_max_s)
+            self._strikes = [s for s in (*self._strikes, pending) if self._connected_at - s.at <= span]
             # The first limit needs STRIKES such drops; once the broker is known to refuse a size, one more drop
             # right after a smaller message (still larger than anything it confirmed) lowers it.
             if len(self._strikes) < (1 if self.refused is not None else STRIKES):

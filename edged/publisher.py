@@ -518,10 +518,11 @@ class MqttPublisher:
 
     def _refused(self, refusal: Refusal) -> None:
         # Each kind's error is said once per process; a lowered bound is this warning only.
-        how = (f"{refusal.strikes} times, each right after receiving a message of {refusal.size} bytes or more" if
-               refusal.strikes > 1 else f"again, right after receiving a message of {refusal.size} bytes")
-        logger.warning("MQTT broker %s dropped the connection %s (the smallest: %s), and took edged back at once: taken "
-                       "as larger than the broker accepts", self._broker, how, refusal.key)
+        how = (f"{refusal.strikes} times, each right after receiving a message of {refusal.size} bytes or more (the "
+               f"smallest: {refusal.key})" if refusal.strikes > 1 else
+               f"again, right after receiving a {refusal.size}-byte message ({refusal.key})")
+        logger.warning("MQTT broker %s dropped the connection %s, and took edged back at once: taken as larger than the "
+                       "broker accepts", self._broker, how)
         self.outbox.set_refused_size(self._broker, refusal.size)
 
     def _send_discovery(self) -> None:

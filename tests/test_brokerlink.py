@@ -424,6 +424,10 @@ def test_link_monitor_weighs_the_evidence_for_a_size_limit():
     for size in (900, 910):
         assert drop_after("stats", size) == Drop(suspect="stats")
         assert link.connected(None) is None  # a strike each; not yet a conclusion
+    now[0] += 601.0  # strikes that long ago are no pattern with the next ones
+    for size in (920, 930):
+        assert drop_after("stats", size) == Drop(suspect="stats")
+        assert link.connected(None) is None
     assert drop_after("event seq 9", 880, mid=5) == Drop(suspect="event seq 9")
     refusal = link.connected(None)
     assert refusal is not None and (refusal.key, refusal.size, refusal.strikes) == ("event seq 9", 880, 3)
