@@ -1,8 +1,11 @@
-"""A broker whose packet size limit is below one of edged's events: an MqttPublisher on a local Mosquitto with
-`max_packet_size 300`, given one event that does not fit (emotion_changed, ~315 bytes) and one that does, for
---seconds. Prints how often it connected and what a subscriber received. A figure, not a test.
+"""A broker whose packet size limit is below edged's messages, or a healthy broker that restarts: an MqttPublisher on
+a local Mosquitto with `max_packet_size --limit` (300 by default; 0: none) for --seconds, publishing as the daemon
+does with faces in view (a state every 0.5 s, stats every 10 s), given one event that does not fit (emotion_changed,
+~315 bytes) and one that does at the start of every run. --restarts restarts the broker that many times, evenly
+spread; --daemon-restarts starts a new publisher on the same state directory (outbox) that many times. Prints how
+often it connected, what a subscriber received and what edged took as the broker's limit. A figure, not a test.
 
-    .venv/bin/python bench/packet_limit.py --seconds 30 [--protocol 3.1.1]
+    .venv/bin/python bench/packet_limit.py --seconds 30 [--protocol 3.1.1] [--limit 0 --restarts 4]
 """
 
 from __future__ import annotations
@@ -24,16 +27,50 @@ from paho.mqtt.enums import CallbackAPIVersion
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from edged.faces import Track, TrackEvent
+from edged.outbox import Outbox
 from edged.publisher import MqttPublisher
 from edged.settings import MqttSettings
 
 SCORES = {"angry": 0.05, "disgust": 0.0, "fear": 0.05, "happy": 0.7, "sad": 0.05, "surprise": 0.05, "neutral": 0.1}
+FIGURES = {"fps": 15.0, "latency_ms": {s: {"p50": 1.0, "p95": 2.0} for s in ("decode", "detect", "classify", "track",
+                                                                              "publish")},
+           "frames": 1, "frames_dropped": 0, "faces_seen": 1, "queue_depth": 0, "uptime_s": 1.0}
+
+
+def kiosk(pub: MqttPublisher, stop: threading.Event) -> None:
+    """What the pipeline hands the publisher at 10 fps with a face or two in view: state every frame (the publisher
+    sends one every 0.5 s), stats every 10 s."""
+    n = 0
+    pub.stats(FIGURES)
+    while not stop.wait(0.1):
+        n += 1
+        tracks = [Track(id=t, box=(10 + n % 50, 20, 64, 64), scores=SCORES, emotion="happy", first_seen_utc=1.7e9,
+                        last_seen_utc=1.7e9 + n) for t in ((1, 2) if n % 200 < 100 else (1,))]
+        pub.state(tracks, time.time())
+        if n % 100 == 0:
+            pub.stats({**FIGURES, "frames": n})
+
+
+def listening(port: int, timeout: float = 10.0) -> None:
+    """Wait until the broker accepts TCP connections on `port`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--protocol", choices=("5", "3.1.1"), default="5")
+    parser.add_argument("--limit", type=int, default=300, help="the broker's max_packet_size; 0: none")
+    parser.add_argument("--restarts", type=int, default=0, help="broker restarts, evenly spread")
+    parser.add_argument("--daemon-restarts", type=int, default=0, help="new publishers on the same state directory")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -41,37 +78,62 @@ def main() -> None:
         s.close()
         log = Path(tmp) / "mosquitto.log"
         (Path(tmp) / "m.conf").write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nuser {getpass.getuser()}\n"
-                                          f"max_packet_size 300\nlog_dest file {log}\nlog_type all\n")
-        broker = subprocess.Popen([shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", f"{tmp}/m.conf"],
-                                  stderr=subprocess.DEVNULL)
+                                          + (f"max_packet_size {args.limit}\n" if args.limit else "")
+                                          + f"log_dest file {log}\nlog_type all\n")
+        command = [shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", f"{tmp}/m.conf"]
+        broker = subprocess.Popen(command, stderr=subprocess.DEVNULL)
         received: list[str] = []
         sub = paho.Client(CallbackAPIVersion.VERSION2, client_id="packet-limit-watcher")
+        connects = 0
         try:
-            time.sleep(0.5)
+            listening(port)
             sub.on_message = lambda c, u, m: received.append(m.topic.rsplit("/", 1)[1])
             sub.on_connect = lambda c, u, f, rc, p: c.subscribe("edged/#", 1)
+            sub.reconnect_delay_set(0.1, 0.5)
             sub.connect("127.0.0.1", port)
             sub.loop_start()
-            pub = MqttPublisher(MqttSettings(host="127.0.0.1", port=port, protocol=args.protocol), "kiosk-1", None,
-                                "m", "0")
-            pub.start()
             big = Track(id=1, box=(10, 20, 64, 64), scores=SCORES, emotion="happy", first_seen_utc=1.7e9,
                         last_seen_utc=1.7e9 + 3)
             small = Track(id=2, box=(1, 2, 3, 4), scores=SCORES, emotion="sad", first_seen_utc=1.7e9,
                           last_seen_utc=1.7e9)
-            pub.event(TrackEvent("emotion_changed", big, 1.7e9, previous_emotion="neutral"))
-            pub.event(TrackEvent("face_appeared", small, 1.7e9))
-            threading.Event().wait(args.seconds)
-            connects = log.read_text(errors="replace").count("as edged-kiosk-1 ")
-            backlog = pub.backlog
-            pub.close(1.0)
+            runs = args.daemon_restarts + 1
+            restart_at = [args.seconds * (i + 1) / (args.restarts + 1) for i in range(args.restarts)]
+            started = time.monotonic()
+            for run in range(runs):
+                box = Outbox.open(Path(tmp) / "state", max_messages=1000, max_bytes=10**6, max_age_s=86400)
+                pub = MqttPublisher(MqttSettings(host="127.0.0.1", port=port, protocol=args.protocol), "kiosk-1", None,
+                                    "m", "0", outbox=box)
+                pub.start()
+                pub.event(TrackEvent("emotion_changed", big, 1.7e9, previous_emotion="neutral"))
+                pub.event(TrackEvent("face_appeared", small, 1.7e9))
+                stop = threading.Event()
+                driver = threading.Thread(target=kiosk, args=(pub, stop), daemon=True)
+                driver.start()
+                end = started + args.seconds * (run + 1) / runs
+                while (now := time.monotonic()) < end:
+                    if restart_at and now - started >= restart_at[0]:
+                        restart_at.pop(0)
+                        broker.terminate()
+                        broker.wait()
+                        broker = subprocess.Popen(command, stderr=subprocess.DEVNULL)
+                    stop.wait(min(0.1, end - now))
+                stop.set()
+                driver.join()
+                link = pub.link
+                limit, too_large, disconnects = link.limit, getattr(pub, "_too_large", 0), link.disconnects
+                backlog = pub.backlog
+                pub.close(1.0)
+                print(f"  run {run + 1}: {disconnects} disconnects, limit taken as {limit} bytes, {too_large} messages "
+                      f"not sent as too large, {backlog} events left in the outbox")
+            connects = sum(p.read_text(errors="replace").count("as edged-kiosk-1 ") for p in [log])
         finally:
             sub.loop_stop()
             broker.terminate()
             broker.wait()
-    print(f"MQTT {args.protocol}, max_packet_size 300, {args.seconds:.0f} s: {connects} connections, "
-          f"{received.count('events')} events and {received.count('status')} status messages received, "
-          f"{backlog} events left in the outbox")
+    print(f"MQTT {args.protocol}, max_packet_size {args.limit or 'none'}, {args.restarts} broker restarts, "
+          f"{args.daemon_restarts} daemon restarts, {args.seconds:.0f} s: {connects} connections, "
+          f"{received.count('events')} events, {received.count('status')} status, {received.count('state')} state and "
+          f"{received.count('stats')} stats messages received")
 
 
 if __name__ == "__main__":

@@ -20,8 +20,6 @@ if TYPE_CHECKING:
     from edged.settings import Settings
 
 Check = tuple[str, bool | None, str]
-# The state message sized by the broker check: this many faces in view at once.
-FACES_SIZED = 8
 
 
 def run_checks(broker_timeout_s: float | None = 10.0) -> Iterator[Check]:
@@ -48,6 +46,37 @@ def run_checks(broker_timeout_s: float | None = 10.0) -> Iterator[Check]:
     yield _guard("outbox", _outbox, settings)
     if broker_timeout_s is not None:
         yield _guard("broker", _broker, settings, broker_timeout_s)
+    learned = _learned_limit(settings)
+    if learned:
+        yield "broker", None, learned
+
+
+def _learned_limit(settings: Settings) -> str | None:
+    """What `edged run` learned from this broker's drops and keeps in the outbox (edged/brokerlink.py), if anything:
+    run keeps sending nothing that large until the broker takes a message that large (a WARN: it may be stale)."""
+    import sqlite3
+
+    from edged.brokerlink import where
+    from edged.outbox import FILE_NAME
+
+    path = settings.state_dir / FILE_NAME
+    if not path.exists():
+        return None
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2.0)
+        try:
+            row = db.execute("SELECT refused FROM broker_limit WHERE broker = ?", (where(settings.mqtt),)).fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error:  # no such table (an older outbox), or unreadable: the outbox check says so
+        return None
+    if row is None:
+        return None
+    kind, largest = max(message_sizes(settings).items(), key=lambda kv: kv[1])
+    return (f"edged run found that MQTT broker {where(settings.mqtt)} refused a message of {row[0]} bytes (it closed "
+            f"the connection right after receiving one), so it sends nothing that large until the broker takes one; "
+            f"edged's largest message is its {kind} ({largest} bytes): raise the broker's max_packet_size to at "
+            f"least {largest}")
 
 
 def _guard(name: str, check: Any, *args: Any) -> Check:
@@ -167,31 +196,10 @@ def _broker(settings: Settings, timeout_s: float) -> str:
 
 
 def message_sizes(settings: Settings) -> dict[str, int]:
-    """Bytes of edged's largest messages of each kind (PUBLISH packets): an emotion_changed event, stats, a state
-    with FACES_SIZED faces, and the Home Assistant discovery configs when they are on."""
+    """Bytes of edged's largest messages of each kind (edged/brokerlink.py), discovery included when it is on."""
     from edged import __version__
-    from edged.brokerlink import publish_size
-    from edged.discovery import EMOTIONS, discovery_for
-    from edged.payloads import Event, Face, State, Stats
+    from edged.brokerlink import message_sizes as sizes
+    from edged.discovery import discovery_for
 
-    mqtt, device, v5 = settings.mqtt, settings.device_id, settings.mqtt.protocol == "5"
-    base = f"{mqtt.topic_prefix}/{device}"
-    scores = {label: 0.1429 for label in EMOTIONS}
-    ts = "2024-05-01T12:00:00.000Z"
-    face = {"track": 99999, "emotion": "surprise", "confidence": 0.1429, "scores": scores, "box": (9999, 9999, 999, 999)}
-    event = Event(device=device, ts=ts, seq=10**9, type="emotion_changed", previous_emotion="surprise", **face)
-    state = State(device=device, ts=ts, seq=10**9, faces=[Face(**face) for _ in range(FACES_SIZED)])
-    timing = {"p50": 9999.99, "p95": 9999.99}
-    stats = Stats(device=device, ts=ts, seq=10**9, fps=999.9, frames=10**12, frames_dropped=10**12, faces_seen=10**9,
-                  queue_depth=8, uptime_s=10**9, version=__version__, model_id="emotions-int8-" + "x" * 32,
-                  cpu_temp_c=99.9, latency_ms={s: timing for s in ("decode", "detect", "classify", "track", "publish")},
-                  outbox_depth=10**6, outbox_dropped_full=10**9, outbox_dropped_expired=10**9,
-                  outbox_write_errors=10**9, outbox_rejected=10**9, mqtt_disconnects=10**9, mqtt_takeovers=10**9,
-                  mqtt_too_large=10**9)
-    sizes = {"event": publish_size(f"{base}/events", event.to_json(), 1, v5),
-             f"state with {FACES_SIZED} faces": publish_size(f"{base}/state", state.to_json(), 0, v5),
-             "stats": publish_size(f"{base}/stats", stats.to_json(), 0, v5)}
-    discovery = discovery_for(settings.homeassistant, mqtt, device, "emotions-int8", __version__)
-    if discovery is not None:
-        sizes["Home Assistant discovery"] = max(publish_size(t, p, 1, v5) for t, p in discovery.messages())
-    return sizes
+    discovery = discovery_for(settings.homeassistant, settings.mqtt, settings.device_id, "emotions-int8", __version__)
+    return sizes(settings.mqtt, settings.device_id, discovery)

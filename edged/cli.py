@@ -2,8 +2,9 @@
 
 Exit status: 0 ok; 1 a check failed, an image could not be read, or `watch --once` saw alerts; 2 bad command line;
 69 the camera, broker or the outbox's disk is unavailable, or another edged holds the outbox; 78 configuration (a
-bad EDGED_* variable, the model, the Haar cascade, a video file that is missing or unreadable, a state directory or
-outbox that cannot be written, TLS files that are not PEM, picamera2 not installed).
+bad EDGED_* variable, a device id, topic prefix, client id or host the broker would not take, the model, the Haar
+cascade, a video file that is missing or unreadable, a state directory or outbox that cannot be written, TLS files
+that are not PEM, picamera2 not installed).
 """
 
 from __future__ import annotations
@@ -44,8 +45,9 @@ camera sources (EDGED_CAMERA__SOURCE): 0 or /dev/video0 (V4L2), picamera2 (Raspb
   http://... streams, or a video file (it ends, and `edged run` exits 0 after publishing what is pending).
 
 exit status: 0 ok, 1 a check or an image failed or `watch --once` saw alerts, 2 usage, 69 camera, broker or
-  outbox unavailable, 78 configuration (bad variable, model, Haar cascade, video file, state directory, TLS files,
-  picamera2 missing): systemd does not restart the service on 78."""
+  outbox unavailable (a full disk, or another edged using the same EDGED_STATE_DIR), 78 configuration (bad
+  variable, a device id, topic prefix, client id or host the broker would not take, model, Haar cascade, video file,
+  state directory, TLS files, picamera2 missing): systemd does not restart the service on 78."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,8 +147,14 @@ def _stop_on_signals() -> threading.Event:
     (a closed terminal, `systemctl kill -s HUP`, a habit of "reload") would otherwise end the process at once,
     without face_left, the last state or offline; edged has nothing to reload (settings are read once)."""
     stop = threading.Event()
+
+    def stop_on(signum: int, frame: object) -> None:
+        if not stop.is_set():  # one line, naming the signal: a stop that nobody asked for is then traceable
+            logger.info("%s received: stopping", signal.Signals(signum).name)
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, stop_on)
     return stop
 
 
@@ -163,22 +171,24 @@ def _run(args: argparse.Namespace) -> int:
     stop = _stop_on_signals()
     notifier = Notifier.from_env()  # systemd's NOTIFY_SOCKET and WATCHDOG_USEC; a no-op elsewhere
     box = settings.outbox
+    # The outbox (and its lock) first: a second edged on this state directory stops before it loads the model or
+    # opens a camera the first one is using.
+    outbox = Outbox.open(settings.state_dir, max_messages=box.max_messages, max_bytes=int(box.max_mb * 1e6),
+                         max_age_s=box.max_age_s)
+    logger.info("outbox %s: %d events waiting from before", outbox.path, outbox.depth)
 
     def make_publisher(model_id: str) -> MqttPublisher:
-        outbox = Outbox.open(settings.state_dir, max_messages=box.max_messages, max_bytes=int(box.max_mb * 1e6),
-                             max_age_s=box.max_age_s)
-        logger.info("outbox %s: %d events waiting from before", outbox.path, outbox.depth)
         discovery = discovery_for(settings.homeassistant, settings.mqtt, settings.device_id, model_id, __version__)
-        try:
-            return MqttPublisher(settings.mqtt, settings.device_id, settings.mqtt_password, model_id, __version__,
-                                 outbox=outbox, inflight=box.inflight, discovery=discovery)
-        except BaseException:
-            outbox.close()
-            raise
+        return MqttPublisher(settings.mqtt, settings.device_id, settings.mqtt_password, model_id, __version__,
+                             outbox=outbox, inflight=box.inflight, discovery=discovery)
 
     if settings.stock_device_id_warning:
         logger.warning("%s", settings.stock_device_id_warning)
-    pipeline = build(settings, make_publisher, stop, notifier)
+    try:
+        pipeline = build(settings, make_publisher, stop, notifier)
+    except BaseException:
+        outbox.close()  # the publisher closes it once built
+        raise
     logger.info("edged %s running as %s", __version__, settings.device_id)
     final = pipeline.run()
     logger.info("stopped after %d frames: %s", final["frames"], json.dumps(final))

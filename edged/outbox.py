@@ -6,9 +6,9 @@ stable storage when `append` returns, so neither SIGKILL nor a power cut loses a
 reused for another event, which a subscriber would dedupe away). Events are rare (a few a minute per face), so
 one fsync per event is cheap; acknowledgements are deleted in batches.
 
-Two tables: `messages` (id, topic, seq, created, payload, mqtt_topic), replayed in id order, and `seqs` (topic ->
-last seq),
-so `seq` goes on from where it was after a restart. The spool is bounded by count and bytes (the oldest events
+Three tables: `messages` (id, topic, seq, created, payload, mqtt_topic), replayed in id order, `seqs` (topic ->
+last seq), so `seq` goes on from where it was after a restart, and `broker_limit`, the packet size limit learned
+from the broker's drops, so a restart does not learn it again. The spool is bounded by count and bytes (the oldest events
 not yet handed to paho are dropped) and by age (expired events are dropped instead of sent late); both leave a
 `seq` gap and are counted. State and stats are not spooled (the next message replaces a lost one); their `seq`
 is persisted in blocks of SEQ_BLOCK, so it never goes back but may jump ahead after a restart.
@@ -46,6 +46,9 @@ CREATE TABLE IF NOT EXISTS messages (
     mqtt_topic TEXT                        -- the full MQTT topic; NULL in rows spooled by schema 1
 );
 CREATE TABLE IF NOT EXISTS seqs (topic TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+-- What edged learned about its broker (edged/brokerlink.py): the smallest message size it refused, for one broker
+-- address. An edged of schema 2 without this table ignores it.
+CREATE TABLE IF NOT EXISTS broker_limit (broker TEXT PRIMARY KEY, refused INTEGER NOT NULL);
 """
 
 
@@ -230,6 +233,33 @@ class Outbox:
         """The last seq given to `topic` (0 before the first)."""
         with self._lock:
             return self._seq.get(topic, 0)
+
+    def refused_size(self, broker: str) -> int | None:
+        """The smallest message size `broker` (host:port) was found to refuse, None when none is known. A limit
+        learned for another broker is forgotten: the configuration changed."""
+        with self._lock:
+            try:
+                rows = self._db.execute("SELECT broker, refused FROM broker_limit").fetchall()
+            except sqlite3.Error as exc:
+                self._report(f"cannot read the outbox {self.path} ({exc})")
+                return None
+        known = dict(rows)
+        if set(known) - {broker}:
+            self.set_refused_size(broker, known.get(broker))
+        return known.get(broker)
+
+    def set_refused_size(self, broker: str, refused: int | None) -> None:
+        """Remember (or with None forget) the size `broker` refused; the only row kept."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute("DELETE FROM broker_limit")
+                if refused is not None:
+                    self._db.execute("INSERT INTO broker_limit (broker, refused) VALUES (?, ?)", (broker, refused))
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                self._report(f"cannot write to the outbox {self.path} ({exc})")
 
     def close(self) -> None:
         with self._lock:

@@ -31,7 +31,9 @@ from pydantic import SecretStr
 
 from edged.brokerlink import (
     LinkMonitor,
+    Refusal,
     connect_failure_message,
+    message_sizes,
     no_connack_message,
     publish_size,
     refusal_message,
@@ -182,7 +184,12 @@ class MqttPublisher:
         # The broker's limits and the pattern of drops (edged/brokerlink.py). On every connect paho's own copies of
         # unacknowledged messages are dropped and the drain hands the spool out again (`_rewind`), so what is sent
         # after a reconnect is decided here, by size, and never resent blindly by paho.
-        self.link = LinkMonitor(mqtt.reconnect_min_s, mqtt.reconnect_max_s)
+        # A limit learned from this broker's drops before (a restart must not learn it again, one drop at a time).
+        self._broker = where(mqtt)
+        self.link = LinkMonitor(mqtt.reconnect_min_s, mqtt.reconnect_max_s,
+                                refused=self.outbox.refused_size(self._broker))
+        # What to recommend when the broker refuses a size: edged's largest message, not the one that was refused.
+        self._largest = max(message_sizes(mqtt, device_id, discovery).items(), key=lambda kv: kv[1])
         self._mqtt5 = mqtt.protocol == "5"
         self._rewind = False
         self._too_large = 0  # messages not sent because larger than the broker accepts
@@ -200,6 +207,7 @@ class MqttPublisher:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_publish = self._on_publish
         self._client.on_message = self._on_message
+        self._client.on_unsubscribe = self._on_unsubscribe
 
     @property
     def connected(self) -> bool:
@@ -383,21 +391,39 @@ class MqttPublisher:
             return
         # While disconnected paho keeps a QoS 1 message (rc NO_CONN); on_connect drops it and it is handed out again.
         info = self._client.publish(event_topic, message.payload, qos=1)
-        self.link.sent(f"event seq {message.seq}", size, info.mid)
+        self._disproved(self.link.sent(f"event seq {message.seq}", size, info.mid))
         with self._drain_wake:
             self._inflight[info.mid] = message.id
 
     def _oversized(self, what: str, kind: str, size: int, fate: str) -> None:
         self._too_large += 1
-        if kind not in self._too_large_said:
-            self._too_large_said.add(kind)
-            limit = self.link.limit
-            source = ("its Maximum Packet Size" if self.link.advertised is not None and limit == self.link.advertised
-                      else "what it took before dropping the connection")
-            logger.error("MQTT broker %s accepts messages of at most %s bytes (%s); %s is %d bytes: %s. Raise the "
-                         "broker's max_packet_size (Mosquitto; message_size_limit is older) to at least %d; further "
-                         "%s messages that do not fit are counted in stats (mqtt_too_large), not logged",
-                         where(self._mqtt), limit, source, what, size, fate, size, kind.removesuffix("s"))
+        if kind in self._too_large_said:
+            return
+        self._too_large_said.add(kind)
+        link, (largest_kind, largest) = self.link, self._largest
+        if link.advertised is not None and (link.refused is None or link.advertised < link.refused):
+            known = f"accepts messages of at most {link.advertised} bytes (its Maximum Packet Size)"
+        else:
+            known = (f"refused a message of {link.refused} bytes (it closed the connection right after receiving one, "
+                     f"each time), so it accepts less than that")
+        logger.error("MQTT broker %s %s; %s is %d bytes: %s. Raise the broker's max_packet_size (Mosquitto; "
+                     "message_size_limit is older) to at least %d, edged's largest message (its %s); further %s "
+                     "messages that do not fit are counted in stats (mqtt_too_large), not logged", self._broker, known,
+                     what, size, fate, max(largest, size), largest_kind, kind.removesuffix("s"))
+
+    def _acked(self, mid: int) -> None:
+        """An acknowledgement from the broker (paho's network thread): it may disprove a learned limit."""
+        self._disproved(self.link.acked(mid))
+
+    def _disproved(self, disproved: int | None) -> None:
+        if disproved is not None:
+            logger.info("MQTT broker %s accepted a message of %d bytes or more: the limit learned from its drops no "
+                        "longer holds, larger messages are sent again", self._broker, disproved)
+            self._too_large_said.clear()
+            self.outbox.set_refused_size(self._broker, None)
+
+    def _on_unsubscribe(self, client: paho.Client, userdata: Any, mid: int, reasons: Any, properties: Any) -> None:
+        self._acked(mid)  # the confirmation asked for in _publish_to
 
     def _take_acked(self) -> list[int]:
         """Outbox ids of the in-flight events acknowledged since the last call; with `_drain_wake` held."""
@@ -413,13 +439,23 @@ class MqttPublisher:
     def _publish_to(self, to: str, key: str, payload: str, qos: int, retain: bool) -> paho.MQTTMessageInfo | None:
         size = publish_size(to, payload, qos, self._mqtt5)
         if not self.link.fits(size):
-            self._oversized(f"this {key} message", key.split()[0], size, "not sent")
-            return None
+            if key in ("state", "stats") and self.link.probe(size):  # latest-value topics: a lost one costs nothing
+                logger.info("trying a %d-byte %s on MQTT broker %s, which refused %d bytes before", size, key,
+                            self._broker, self.link.refused)
+            else:
+                self._oversized(f"this {key} message", key.split()[0], size, "not sent")
+                return None
         try:
             info = self._client.publish(to, payload, qos=qos, retain=retain)
         except ValueError as exc:
             raise BrokerError(f"cannot publish on {to}: {exc}") from exc
-        self.link.sent(key, size, info.mid if qos else None)
+        self._disproved(self.link.sent(key, size, info.mid if qos else None))
+        if not qos and info.rc == paho.MQTT_ERR_SUCCESS and self.link.wants_confirmation(size):
+            # Nothing acknowledges QoS 0: an UNSUBSCRIBE of a topic edged never subscribes to does (the broker reads
+            # in order), so a later drop is not blamed on this message, and no subscriber sees a thing.
+            rc, mid = self._client.unsubscribe(self.topics["status"])
+            if rc == paho.MQTT_ERR_SUCCESS and mid is not None:
+                self._disproved(self.link.sent("confirm", 0, mid))
         return info
 
     def _send_state(self) -> None:
@@ -433,7 +469,7 @@ class MqttPublisher:
 
     def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason: ReasonCode, properties: Any) -> None:
         # Runs in paho's network thread under its message lock: note the mid and wake the drain, nothing more.
-        self.link.acked(mid)
+        self._acked(mid)
         if reason.is_failure:
             # MQTT 5: the broker refused it (not authorised, quota...). Resending would be refused again: it leaves
             # the spool like an acknowledged one, counted in stats (outbox_rejected), a gap for subscribers.
@@ -454,7 +490,9 @@ class MqttPublisher:
         client.drop_out_messages()  # paho would resend them before the drain could check their size
         with self._drain_wake:
             self._rewind = True
-        self.link.connected(getattr(properties, "MaximumPacketSize", None))
+        refusal = self.link.connected(getattr(properties, "MaximumPacketSize", None))
+        if refusal is not None:
+            self._refused(refusal)
         try:
             if self._discovery is not None:  # configs before state, so Home Assistant has the sensors first
                 self._send_discovery()
@@ -477,6 +515,15 @@ class MqttPublisher:
                         self.client_id, self._mqtt.protocol, f", packets up to {limit} bytes" if limit else "",
                         self.outbox.depth)
         self._ever_connected = True
+
+    def _refused(self, refusal: Refusal) -> None:
+        # Each kind's error is said once per process; a lowered bound is this warning only.
+        how = (f"{refusal.strikes} times, each right after receiving a message of {refusal.size} bytes or more (the "
+               f"smallest: {refusal.key})" if refusal.strikes > 1 else
+               f"again, right after receiving a {refusal.size}-byte message ({refusal.key})")
+        logger.warning("MQTT broker %s dropped the connection %s, and took edged back at once: taken as larger than the "
+                       "broker accepts", self._broker, how)
+        self.outbox.set_refused_size(self._broker, refusal.size)
 
     def _send_discovery(self) -> None:
         assert self._discovery is not None
@@ -511,10 +558,6 @@ class MqttPublisher:
                 logger.error("%s", takeover_message(self._mqtt, self.client_id, drop.explicit))
                 self._takeover_said = True
             logger.debug("client id taken over again; next reconnect in %.1f s", self.link.backoff_s)
-        elif drop.too_large_key is not None:
-            logger.warning("MQTT broker %s dropped the connection %d times right after receiving %s (%d bytes): "
-                           "taken as larger than the broker accepts", where(self._mqtt), drop.strikes,
-                           drop.too_large_key, drop.too_large_size)
         elif self.link.backoff_s == self._mqtt.reconnect_min_s:
             logger.warning("lost the MQTT connection to %s (%s); reconnecting, events wait in the outbox",
                            where(self._mqtt), reason)

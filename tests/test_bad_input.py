@@ -251,3 +251,19 @@ def test_check_and_run_report_a_broker_failure_in_the_same_words(tls_broker, sho
         assert "certificate verify failed" in errors[0] and "EDGED_MQTT__CA_FILE" in errors[0]
     else:
         assert "closed the connection without answering CONNECT" in errors[0] and "EDGED_MQTT__TLS=true" in errors[0]
+
+
+def test_check_and_run_say_a_plain_port_is_not_tls(broker, short_clip, tmp_path):
+    """The reverse of a TLS port with TLS off: TLS on against a plain MQTT listener, which reads the ClientHello as
+    garbage and hangs up (the socket error alone is 'Connection reset by peer')."""
+    env = {"EDGED_MQTT__PORT": str(broker.port), "EDGED_MQTT__TLS": "true"}
+    check = _check_broker_line(env)
+    result = _edged_run({**env, "EDGED_CAMERA__SOURCE": str(short_clip), "EDGED_CAMERA__REALTIME": "true",
+                         "EDGED_STATE_DIR": str(tmp_path / "s")})
+    errors = [line.split(" ERROR edged.publisher: ", 1)[1] for line in result.stderr.splitlines()
+              if " ERROR edged.publisher: " in line]
+    assert result.returncode == EXIT_OK, result.stderr
+    assert len(errors) == 1, result.stderr
+    assert check.split("broker", 1)[1].strip() == errors[0].removesuffix("; retrying")
+    assert f"closed the connection during the TLS handshake: is port {broker.port} a plain MQTT port? " \
+           "EDGED_MQTT__TLS is true" in errors[0]

@@ -13,7 +13,7 @@ import pytest
 from media import ASTRONAUT, COFFEE, ROOT, SAMPLE_CLIP, require_model
 from mosquitto import USERS, Mosquitto, Subscriber
 
-from edged.cli import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, main
+from edged.cli import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, main
 from edged.outbox import Outbox
 
 
@@ -125,6 +125,7 @@ def test_a_signal_stops_the_daemon_cleanly(broker, sig):
             daemon.communicate()
         subscriber.close()
     assert daemon.returncode == EXIT_OK, stderr
+    assert stderr.count(f"INFO edged: {sig.name} received: stopping") == 1, stderr
 
 
 def test_check_passes_on_a_ready_installation(broker):
@@ -150,6 +151,25 @@ def test_check_fails_on_refused_credentials(auth_broker):
 def test_help_teaches_with_examples():
     result = _edged("--help")
     assert result.returncode == 0 and "examples:" in result.stdout and "EDGED_CAMERA__SOURCE" in result.stdout
+    text = " ".join(result.stdout.split())
+    # what the README lists for 78, the names edged/names.py checks among them
+    assert "78 configuration (bad variable, a device id, topic prefix, client id or host the broker would not take" \
+           in text, text
+
+
+def test_a_second_daemon_on_a_locked_state_dir_stops_before_the_camera(tmp_path):
+    """The outbox's lock is taken first: with a camera source that does not exist, the second daemon names the
+    other edged (69), not the camera (78), so it touched neither the model nor the camera."""
+    state = tmp_path / "state"
+    box = Outbox.open(state, max_messages=10, max_bytes=10_000, max_age_s=60)  # this process plays the first daemon
+    try:
+        result = _edged("run", EDGED_MODEL__PATH=str(require_model()), EDGED_CAMERA__SOURCE=str(tmp_path / "none.mp4"),
+                        EDGED_STATE_DIR=str(state), EDGED_MQTT__HOST="127.0.0.1", EDGED_MQTT__PORT="1")
+    finally:
+        box.close()
+    assert result.returncode == EXIT_UNAVAILABLE, result.stderr
+    assert f"another edged process (pid {os.getpid()}) is using the outbox" in result.stderr
+    assert "none.mp4" not in result.stderr and "model" not in result.stderr.lower(), result.stderr
 
 
 def test_the_daemon_never_imports_tensorflow():
@@ -190,6 +210,18 @@ def test_check_says_what_run_would_about_an_outbox_held_by_another_edged(tmp_pat
     assert lines["status"] == [str(EXIT_FAILED)]
     assert lines["outbox"] == [f"FAIL  outbox   another edged process (pid {os.getpid()}) is using the outbox in "
                                f"EDGED_STATE_DIR={state}: stop it, or give this one its own EDGED_STATE_DIR"]
+
+
+def test_check_warns_of_a_limit_run_learned_from_the_brokers_drops(tmp_path):
+    state = tmp_path / "state"
+    box = Outbox.open(state, max_messages=10, max_bytes=10_000, max_age_s=60)
+    box.set_refused_size("127.0.0.1:1884", 315)  # what edged run keeps after 3 drops (tests/test_brokerlink.py)
+    box.close()
+    lines = _check("--skip-broker", EDGED_STATE_DIR=str(state), EDGED_MQTT__PORT="1884")
+    assert lines["status"] == [str(EXIT_OK)]
+    assert lines["broker"][0].startswith("WARN  broker") and "refused a message of 315 bytes" in lines["broker"][0]
+    assert "max_packet_size to at least" in lines["broker"][0]
+    assert "broker" not in _check("--skip-broker", EDGED_STATE_DIR=str(state), EDGED_MQTT__PORT="1883")
 
 
 def test_check_says_what_run_would_about_a_disk_that_refuses_writes(tmp_path):
