@@ -18,7 +18,6 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
 from edged.camera.opencv import OpenCVSource  # noqa: E402
 from edged.detector import HaarDetector  # noqa: E402
@@ -52,14 +51,12 @@ def measure(clip: Path, settings: DetectorSettings) -> dict:
 
 
 def main() -> None:
-    from test_sources import rotated_clip
-
     clips = _clips_module()
     settings = DetectorSettings()
     with tempfile.TemporaryDirectory() as tmp:
         paths = [clips.write(name, Path(tmp)) for name in clips.NAMES]
         paths += [ROOT / "samples" / "faces.mp4", ROOT / "samples" / "faces-30fps.mp4",
-                  rotated_clip(Path(tmp) / "phone.mp4")]
+                  clips.rotated_phone_clip(Path(tmp) / "phone.mp4")]
         print(f"full scan every {settings.full_scan_every} frames; detection ms per frame p50/p95/p99")
         print(f"{'clip':<17}{'frames':>7}{'face: full':>11}{'guided':>7}  {'full p50/p95/p99':>20}"
               f"  {'guided p50/p95/p99':>20}  guided/full  full scans")

@@ -17,6 +17,7 @@ coffee cup as a background with no face. 640x480 at 30 fps, MPEG-4 Part 2 (mp4v)
 from __future__ import annotations
 
 import math
+import struct
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,6 +26,7 @@ import cv2
 import numpy as np
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
+SAMPLE_CLIP = Path(__file__).resolve().parent / "faces.mp4"
 SIZE = (640, 480)
 FPS = 30
 # Head crops (x, y, side) around the face each photograph's Haar detection finds, with room for the hair and chin.
@@ -100,6 +102,27 @@ def smile() -> Iterator[np.ndarray]:
 SMILE_AT_S = 3.0  # when the smile begins in smile.mp4 (the cross-fade ends 0.2 s later)
 CLIPS: dict[str, Callable[[], Iterator[np.ndarray]]] = {
     "moving": moving, "approaching": approaching, "turning": turning, "smile": smile}
+
+
+def rotated_phone_clip(path: Path, frames: int = 45) -> Path:
+    """The sample clip's first frames stored sideways (turned 90 degrees counterclockwise, 480x640), with the MP4
+    display matrix that tells a player to turn them 90 degrees clockwise: what a phone held upright records."""
+    source = cv2.VideoCapture(str(SAMPLE_CLIP))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 15, (480, 640))
+    for _ in range(frames):
+        ok, image = source.read()
+        if not ok:
+            raise RuntimeError(f"{SAMPLE_CLIP}: fewer than {frames} frames")
+        writer.write(cv2.rotate(image, cv2.ROTATE_90_COUNTERCLOCKWISE))
+    writer.release()
+    source.release()
+    data = bytearray(path.read_bytes())
+    tkhd = data.find(b"tkhd")  # the track header: size, type, version/flags, times, ids, then the 3x3 matrix
+    matrix = tkhd + 4 + 4 + (32 if data[tkhd + 4] == 1 else 20) + 16
+    one, minus_one = 0x10000, -0x10000 & 0xFFFFFFFF  # 16.16 fixed point; the last entry is 2.30
+    data[matrix:matrix + 36] = struct.pack(">9I", 0, one, 0, minus_one, 0, 0, 0, 0, 0x40000000)
+    path.write_bytes(bytes(data))
+    return path
 
 
 def write(name: str, folder: Path) -> Path:

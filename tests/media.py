@@ -31,6 +31,11 @@ def make_clip(name: str, folder: Path) -> Path:
     return _clips_module().write(name, folder)
 
 
+def rotated_clip(path: Path, frames: int = 45) -> Path:
+    """samples/clips.py's phone clip: the sample clip stored sideways with an MP4 display matrix."""
+    return _clips_module().rotated_phone_clip(path, frames)
+
+
 def require_model() -> Path:
     """The project's int8 emotion model, or skip the test saying why."""
     if not MODEL.is_file() or not MODEL.with_suffix(".json").is_file():

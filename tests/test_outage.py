@@ -320,7 +320,8 @@ def test_an_rtsp_camera_killed_with_a_face_in_view_and_restarted(tmp_path):
         runner.join(30)
         camera.kill()
     left = next(e for e in publisher.events if e.type == "face_left")
-    assert left.ts_utc <= killed_at
+    # ts is when the last frame was received: one already in flight may be read a few ms after the kill.
+    assert left.ts_utc <= killed_at + 0.5
 
 
 def test_an_unreadable_faces_record_is_logged_and_skipped_never_raised(tmp_path, caplog):

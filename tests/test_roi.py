@@ -90,7 +90,7 @@ def test_beside_the_loop_no_frame_waits_for_a_full_scan_and_faces_join_when_it_e
 def test_guided_detection_finds_a_face_in_at_least_as_many_frames_as_a_full_scan_on_every_test_clip(tmp_path):
     """Fault 9. Moving, approaching, turning and changing faces (samples/clips.py), the sample clips and a phone
     clip; the in-line mode, deterministic (live, scans beside the loop join a frame or two later)."""
-    from test_sources import rotated_clip
+    from media import rotated_clip
 
     clips = [make_clip(name, tmp_path) for name in CLIP_NAMES] + [SAMPLE_CLIP, SAMPLE_CLIP.with_name("faces-30fps.mp4"),
                                                                   rotated_clip(tmp_path / "phone.mp4")]

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import struct
 import subprocess
 import textwrap
 import time
@@ -16,33 +15,13 @@ from pathlib import Path
 
 import cv2
 import pytest
-from media import ROOT, SAMPLE_CLIP
+from media import ROOT, SAMPLE_CLIP, rotated_clip
 
 from edged.camera.opencv import OpenCVSource
 from edged.detector import HaarDetector
 from edged.settings import DetectorSettings
 
 SYSTEM_PYTHON = Path("/usr/bin/python3")
-
-
-def rotated_clip(path: Path, frames: int = 45) -> Path:
-    """The sample clip's first frames stored sideways (turned 90 degrees counterclockwise, 480x640), with the MP4
-    display matrix that tells a player to turn them 90 degrees clockwise: what a phone held upright records."""
-    source = cv2.VideoCapture(str(SAMPLE_CLIP))
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 15, (480, 640))
-    for _ in range(frames):
-        ok, image = source.read()
-        assert ok
-        writer.write(cv2.rotate(image, cv2.ROTATE_90_COUNTERCLOCKWISE))
-    writer.release()
-    source.release()
-    data = bytearray(path.read_bytes())
-    tkhd = data.find(b"tkhd")  # the track header: size, type, version/flags, times, ids, then the 3x3 matrix
-    matrix = tkhd + 4 + 4 + (32 if data[tkhd + 4] == 1 else 20) + 16
-    one, minus_one = 0x10000, -0x10000 & 0xFFFFFFFF  # 16.16 fixed point; the last entry is 2.30
-    data[matrix:matrix + 36] = struct.pack(">9I", 0, one, 0, minus_one, 0, 0, 0, 0, 0x40000000)
-    path.write_bytes(bytes(data))
-    return path
 
 
 def short_clip(path: Path, frames: int) -> Path:

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 # capture thread reopens it with backoff while the watchdog stays fed, since a restart would do no more than a
 # reopen and would crash-loop into a failed unit. The watchdog starves only when one call has not returned after
 # HUNG_AFTER_S: a hung driver, which only a new process can cure. So a healthy daemon is never silent for longer than
-# WatchdogSec/2 plus one turn of the frame loop, whatever the camera does (tests/test_watchdog.py checks the numbers).
+# WatchdogSec/2 plus one turn of the frame loop, whatever the camera does (tests/test_outage.py checks the numbers).
 CALL_TIMEOUT_S = 10.0
 HUNG_AFTER_S = 15.0
 
