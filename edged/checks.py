@@ -41,6 +41,8 @@ def _guard(name: str, check: Any, *args: Any) -> Check:
         return name, True, check(*args)
     except EdgedError as exc:
         return name, False, str(exc)
+    except OSError as exc:  # a file no component checked first: named, not a traceback
+        return name, False, f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")
 
 
 def _cascade(settings: Settings) -> str:
@@ -82,11 +84,15 @@ def _outbox(settings: Settings) -> str:
 
     state = settings.state_dir
     path = state / FILE_NAME
-    if not path.exists():
-        existing = next(p for p in (state, *state.parents) if p.exists())
-        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-            raise ConfigError(f"EDGED_STATE_DIR={state}: {existing} is not a writable directory")
-        return f"{path}: not made yet (the first run makes it)"
+    try:
+        if not path.exists():
+            existing = next(p for p in (state, *state.parents) if p.exists())
+            if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+                raise ConfigError(f"EDGED_STATE_DIR={state}: {existing} is not a writable directory")
+            return f"{path}: not made yet (the first run makes it)"
+    except PermissionError:
+        raise ConfigError(f"EDGED_STATE_DIR={state}: permission denied: a directory on the way cannot be searched "
+                          f"by uid {os.geteuid()}") from None
     try:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2.0)
         try:

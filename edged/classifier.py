@@ -20,14 +20,13 @@ import numpy as np
 
 from edged.errors import ModelError
 from edged.faces import Box
+from edged.models import default_model
+from edged.paths import readable_file, why_unreadable
 
 if TYPE_CHECKING:
     from edged.settings import ModelSettings
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "emotions-int8.tflite"
-
 
 RUNTIMES = {"ai-edge-litert": "ai_edge_litert.interpreter", "tflite-runtime": "tflite_runtime.interpreter"}
 
@@ -97,9 +96,13 @@ class EmotionClassifier:
 
     def __init__(self, path: Path | None = None, threads: int = 1, batch: int = 8, runtime: str = "auto",
                  xnnpack: bool = True) -> None:
-        self.path = Path(path) if path is not None else DEFAULT_MODEL
-        if not self.path.is_file():
-            raise ModelError(f"model {self.path} does not exist (EDGED_MODEL__PATH)")
+        if path is not None:
+            self.path = readable_file(path, "EDGED_MODEL__PATH")
+        else:
+            self.path = default_model()
+            reason = why_unreadable(self.path)
+            if reason is not None:
+                raise ModelError(f"the bundled model {self.path}: {reason}; reinstall edged, or set EDGED_MODEL__PATH")
         meta = read_sidecar(self.path)
         self.labels: tuple[str, ...] = tuple(meta["labels"])
         self.model_id: str = str(meta.get("model_id") or self.path.stem)

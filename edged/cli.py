@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -68,6 +69,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print("edged: configuration error: OpenCV is not installed: pip install 'edged[opencv]', or on a Jetson "
               "use JetPack's python3-opencv from a venv made with --system-site-packages", file=sys.stderr)
+        return EXIT_CONFIG
+    except PermissionError as exc:
+        # The components check the files they are given (edged.paths); this is the net for any other one, so that
+        # systemd sees 78 (not restarted) instead of a traceback and a crash loop.
+        print(f"edged: configuration error: {exc.filename or ''}: permission denied for uid {os.geteuid()} ({exc})",
+              file=sys.stderr)
         return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130
@@ -194,11 +201,33 @@ def _check(args: argparse.Namespace) -> int:
 def _config(args: argparse.Namespace) -> int:
     from edged.settings import describe
 
-    rows = [("VARIABLE", "VALUE", "DESCRIPTION"), *describe(_settings(args))]
+    settings = _settings(args)
+    resolved = _resolved_files(settings)
+    rows = [("VARIABLE", "VALUE", "DESCRIPTION"),
+            *((name, value or resolved.get(name, ""), description) for name, value, description in describe(settings))]
     widths = [max(len(row[i]) for row in rows) for i in range(2)]
     for name, value, description in rows:
         print(f"{name:<{widths[0]}}  {value:<{widths[1]}}  {description}".rstrip())
     return EXIT_OK
+
+
+def _resolved_files(settings) -> dict[str, str]:
+    """What an empty EDGED_MODEL__PATH and EDGED_DETECTOR__CASCADE stand for: the files `run` would load."""
+    from edged.models import default_model
+
+    resolved = {}
+    if settings.model.path is None:
+        resolved["EDGED_MODEL__PATH"] = f"{default_model()} (bundled)"
+    if settings.detector.cascade is None:
+        try:
+            from edged.detector import find_cascade
+
+            resolved["EDGED_DETECTOR__CASCADE"] = f"{find_cascade()} (found)"
+        except CascadeError as exc:
+            resolved["EDGED_DETECTOR__CASCADE"] = f"(none: {exc})"
+        except ModuleNotFoundError as exc:
+            resolved["EDGED_DETECTOR__CASCADE"] = f"(none: {exc.name} is not installed)"
+    return resolved
 
 
 def _detect(args: argparse.Namespace) -> int:
@@ -206,15 +235,17 @@ def _detect(args: argparse.Namespace) -> int:
 
     from edged.classifier import EmotionClassifier
     from edged.detector import HaarDetector
+    from edged.paths import why_unreadable
 
     settings = _settings(args)
     detector = HaarDetector(settings.detector)
     classifier = EmotionClassifier.from_settings(settings.model)
     status = EXIT_OK
     for image in args.images:
-        gray = cv2.imread(str(image), cv2.IMREAD_GRAYSCALE) if image.is_file() else None
+        reason = why_unreadable(image)
+        gray = cv2.imread(str(image), cv2.IMREAD_GRAYSCALE) if reason is None else None
         if gray is None:
-            reason = "no such file" if not image.exists() else "not an image OpenCV can read"
+            reason = reason or "not an image OpenCV can read"
             print(f"edged: {image}: {reason}", file=sys.stderr)
             print(json.dumps({"image": str(image), "error": reason}), flush=True)
             status = EXIT_FAILED
@@ -232,9 +263,11 @@ def _detect(args: argparse.Namespace) -> int:
 
 def _bench(args: argparse.Namespace) -> int:
     from edged.bench import bench_settings, render, run_bench
+    from edged.paths import why_unreadable
 
-    if not args.video.is_file():
-        print(f"edged: bench: video file {args.video} does not exist", file=sys.stderr)
+    reason = why_unreadable(args.video)
+    if reason is not None:
+        print(f"edged: bench: video file {args.video}: {reason}", file=sys.stderr)
         return 2
     if args.threads < 1:
         print(f"edged: bench: --threads must be at least 1, got {args.threads}", file=sys.stderr)

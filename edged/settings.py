@@ -27,6 +27,7 @@ from pydantic_settings import (
 )
 
 from edged.errors import ConfigError
+from edged.paths import why_unreadable
 
 PREFIX = "EDGED_"
 DELIMITER = "__"
@@ -131,7 +132,8 @@ class ModelSettings(_Section):
     section: ClassVar[str] = "model"
 
     path: Path | None = Field(
-        None, description="Emotion model .tflite; empty uses the bundled models/emotions-int8.tflite"
+        None, description="Emotion model .tflite (its sidecar .json beside it); empty uses the one bundled in the package, "
+        "edged/models/emotions-int8.tflite (`edged config` shows where)"
     )
     threads: int = Field(1, ge=1, le=64, description="TFLite interpreter threads")
     batch: int = Field(8, ge=1, le=64, description="Most faces classified in one invoke")
@@ -205,8 +207,9 @@ class MqttSettings(_Section):
             path = getattr(self, name)
             if path is not None and not self.tls:
                 raise ValueError(f"{var(name)} is set but {var('tls')} is not true")
-            if path is not None and not path.is_file():
-                raise ValueError(f"{var(name)}: no such file {str(path)!r}")
+            reason = None if path is None else why_unreadable(path)
+            if reason is not None:
+                raise ValueError(f"{var(name)}={path}: {reason}")
         if self.tls_insecure and not self.tls:
             raise ValueError(f"{var('tls_insecure')} is set but {var('tls')} is not true")
         if self.reconnect_max_s < self.reconnect_min_s:

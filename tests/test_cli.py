@@ -56,6 +56,12 @@ def test_config_lists_variables_with_secrets_masked(env, capsys):
     rows = {line.split()[0]: line for line in out.splitlines()[1:]}
     assert str(SAMPLE_CLIP) in rows["EDGED_CAMERA__SOURCE"] and "****" in rows["EDGED_MQTT_PASSWORD"]
     assert "EDGED_TRACKER__SMOOTHING" in rows
+    # What an empty path stands for: the files `edged run` would load, so an operator sees where they come from.
+    from edged.models import default_model
+
+    assert rows["EDGED_MODEL__PATH"].split()[1:3] == [str(default_model()), "(bundled)"]
+    assert default_model().is_file() and default_model().parent.name == "models"
+    assert "haarcascade_frontalface_default.xml (found)" in rows["EDGED_DETECTOR__CASCADE"]
 
 
 def test_bad_variable_exits_78_naming_it():
