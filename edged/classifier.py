@@ -21,6 +21,7 @@ import numpy as np
 from edged.errors import ModelError
 from edged.faces import Box
 from edged.models import default_model
+from edged.native import captured_stderr, pass_on
 from edged.paths import readable_file, why_unreadable
 
 if TYPE_CHECKING:
@@ -107,14 +108,22 @@ class EmotionClassifier:
         self.labels: tuple[str, ...] = tuple(meta["labels"])
         self.model_id: str = str(meta.get("model_id") or self.path.stem)
         self.batch = max(1, int(batch))
+        native: list[str] = []
         try:
             interpreter = interpreter_class(runtime)
             # XNNPACK is the default delegate of both runtimes; turning it off means asking for the plain kernels.
             options = {} if xnnpack else {"experimental_op_resolver_type": _resolver_without_delegates(interpreter)}
-            self._interpreter = interpreter(model_path=str(self.path), num_threads=int(threads), **options)
-            self._interpreter.allocate_tensors()
+            # The runtime announces its delegate on stderr ("INFO: Created TensorFlow Lite XNNPACK delegate"):
+            # logged at DEBUG here; anything else it says is passed on.
+            with captured_stderr() as native:
+                self._interpreter = interpreter(model_path=str(self.path), num_threads=int(threads), **options)
+                self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"model {self.path} cannot be loaded: {exc}") from None
+        finally:
+            for line in native:
+                logger.debug("runtime: %s", line)
+            pass_on([line for line in native if not line.startswith("INFO: ")])
         inp = self._interpreter.get_input_details()[0]
         out = self._interpreter.get_output_details()[0]
         shape = tuple(int(d) for d in inp["shape"])

@@ -9,6 +9,7 @@ outbox that cannot be written, TLS files that are not PEM, picamera2 not install
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -53,6 +54,15 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from edged.native import quiet_opencv
+
+    # edged's own messages say what failed; -v shows OpenCV's and FFmpeg's too.
+    with contextlib.nullcontext() if args.verbose else quiet_opencv():
+        return _command(args)
+
+
+def _command(args: argparse.Namespace) -> int:
+    """The chosen command, its errors turned into a message and an exit status."""
     try:
         return args.command(args)
     except (ConfigError, ModelError, CascadeError) as exc:
@@ -231,23 +241,26 @@ def _resolved_files(settings) -> dict[str, str]:
 
 
 def _detect(args: argparse.Namespace) -> int:
-    import cv2
-
     from edged.classifier import EmotionClassifier
     from edged.detector import HaarDetector
-    from edged.paths import why_unreadable
 
     settings = _settings(args)
     detector = HaarDetector(settings.detector)
     classifier = EmotionClassifier.from_settings(settings.model)
     status = EXIT_OK
     for image in args.images:
-        reason = why_unreadable(image)
-        gray = cv2.imread(str(image), cv2.IMREAD_GRAYSCALE) if reason is None else None
+        gray, reason, damage = _read_image(image)
         if gray is None:
-            reason = reason or "not an image OpenCV can read"
             print(f"edged: {image}: {reason}", file=sys.stderr)
             print(json.dumps({"image": str(image), "error": reason}), flush=True)
+            status = EXIT_FAILED
+            continue
+        if damage:
+            # Decoded in part (the rest is filled in): faces and emotions from it would be guesses.
+            warning = f"damaged image, decoded only in part ({damage}); not classified"
+            print(f"edged: {image}: {warning}", file=sys.stderr)
+            print(json.dumps({"image": str(image), "width": gray.shape[1], "height": gray.shape[0], "faces": [],
+                              "warning": warning}), flush=True)
             status = EXIT_FAILED
             continue
         boxes = detector.detect(gray)
@@ -259,6 +272,31 @@ def _detect(args: argparse.Namespace) -> int:
         print(json.dumps({"image": str(image), "width": gray.shape[1], "height": gray.shape[0], "faces": faces}),
               flush=True)
     return status
+
+
+def _read_image(image: Path) -> tuple[object, str | None, str | None]:
+    """(grayscale array or None, why it could not be read, what the decoder said about damage) for `edged detect`."""
+    import cv2
+
+    from edged.native import captured_stderr
+    from edged.paths import why_unreadable
+
+    reason = why_unreadable(image)
+    if reason is not None:
+        return None, reason, None
+    # libjpeg says "Premature end of JPEG file" or "Corrupt JPEG data: ..." on stderr and fills in the rest.
+    with captured_stderr() as decoder:
+        gray = cv2.imread(str(image), cv2.IMREAD_GRAYSCALE)
+    if gray is None:
+        return None, "; ".join(["not an image OpenCV can read", *decoder]), None
+    damage = "; ".join(decoder)
+    with open(image, "rb") as file:
+        head = file.read(2)
+        file.seek(max(0, os.fstat(file.fileno()).st_size - 64))
+        tail = file.read()
+    if not damage and head == b"\xff\xd8" and b"\xff\xd9" not in tail:
+        damage = "the JPEG data ends before its end marker"
+    return gray, None, damage or None
 
 
 def _bench(args: argparse.Namespace) -> int:

@@ -134,6 +134,32 @@ def test_check_passes_on_a_ready_installation(broker):
                                                      ("config", "cascade", "model", "camera", "outbox", "broker")]
 
 
+def test_detect_and_check_print_only_their_own_lines(tmp_path):
+    """No runtime banner and no OpenCV or FFmpeg warnings unless asked for (-v); a truncated JPEG is a warning and a
+    failure, not a confident emotion; a directory says so."""
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(ASTRONAUT.read_bytes()[:20_000])  # the top of the picture, the face included
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"not a video " * 100)
+    model = str(require_model())
+
+    good = _edged("detect", str(ASTRONAUT), EDGED_MODEL__PATH=model)
+    assert good.returncode == EXIT_OK and good.stderr == "", good.stderr
+    damaged = _edged("detect", str(truncated), str(tmp_path), EDGED_MODEL__PATH=model)
+    part, folder = (json.loads(line) for line in damaged.stdout.splitlines())
+    assert damaged.returncode == EXIT_FAILED
+    assert part["faces"] == [] and "decoded only in part (Premature end of JPEG file)" in part["warning"]
+    assert folder == {"image": str(tmp_path), "error": "is a directory, not a file"}
+    assert damaged.stderr.splitlines() == [f"edged: {truncated}: {part['warning']}",
+                                           f"edged: {tmp_path}: is a directory, not a file"]
+
+    check = _edged("check", "--skip-broker", EDGED_MODEL__PATH=model, EDGED_CAMERA__SOURCE=str(junk))
+    assert check.returncode == EXIT_FAILED and check.stderr == "", check.stderr
+    assert "FAIL  camera   video file" in check.stdout
+    verbose = _edged("-v", "check", "--skip-broker", EDGED_MODEL__PATH=model, EDGED_CAMERA__SOURCE=str(junk))
+    assert "XNNPACK delegate" in verbose.stderr and "[ WARN" in verbose.stderr  # asked for: all of it
+
+
 def test_check_fails_on_refused_credentials(auth_broker):
     result = _edged("check", "--timeout", "5", EDGED_MODEL__PATH=str(require_model()),
                     EDGED_CAMERA__SOURCE=str(SAMPLE_CLIP), EDGED_MQTT__HOST="127.0.0.1",
