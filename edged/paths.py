@@ -19,13 +19,13 @@ HIDDEN_BY_UNIT = (Path("/home"), Path("/root"), Path("/run/user"))
 
 
 def _user() -> str:
+    uid = os.geteuid()
     try:
         import pwd
 
-        name = pwd.getpwuid(os.geteuid()).pw_name
-    except (ImportError, KeyError):  # a dynamic user outside NSS, or no pwd
-        name = "?"
-    return f"user {name} (uid {os.geteuid()})"
+        return f"user {pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except (ImportError, KeyError):  # systemd's dynamic user where NSS does not know it
+        return f"uid {uid}"
 
 
 def _sandbox_hint(path: Path) -> str:
