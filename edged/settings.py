@@ -34,6 +34,8 @@ DELIMITER = "__"
 SECRET_FIELDS = frozenset({"mqtt_password"})
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _TOPIC_FORBIDDEN = set("+#/\0")
+# Beside every variable that names a file: what the systemd unit's sandbox lets the service read (edged.paths).
+SERVICE_FILES = "; the service reads it as an unprivileged user that cannot see /home, /root or /run/user"
 
 # The environment being loaded. A context variable rather than a parameter because pydantic-settings
 # builds its sources and default factories without any way to hand them our mapping.
@@ -82,7 +84,7 @@ class CameraSettings(_Section):
         "0",
         min_length=1,
         description="V4L2 index or /dev/videoN, `picamera2`, `gst:<GStreamer pipeline ending in appsink>`, "
-        "a video file path, or an rtsp:// or http(s):// URL",
+        "a video file path, or an rtsp:// or http(s):// URL" + SERVICE_FILES.replace("it", "a video file", 1),
     )
     width: int = Field(640, gt=0, le=8192, description="Requested capture width in pixels")
     height: int = Field(480, gt=0, le=8192, description="Requested capture height in pixels")
@@ -105,7 +107,8 @@ class DetectorSettings(_Section):
 
     cascade: Path | None = Field(
         None,
-        description="Haar cascade XML; empty searches cv2.data.haarcascades, then /usr/share/opencv4/haarcascades",
+        description="Haar cascade XML; empty searches cv2.data.haarcascades, then /usr/share/opencv4/haarcascades"
+        + SERVICE_FILES,
     )
     downscale: float = Field(
         0.5, gt=0, le=1, description="Factor (0-1] the frame is resized by before detection; smaller is faster"
@@ -133,7 +136,7 @@ class ModelSettings(_Section):
 
     path: Path | None = Field(
         None, description="Emotion model .tflite (its sidecar .json beside it); empty uses the one bundled in the package, "
-        "edged/models/emotions-int8.tflite (`edged config` shows where)"
+        "edged/models/emotions-int8.tflite (`edged config` shows where)" + SERVICE_FILES
     )
     threads: int = Field(1, ge=1, le=64, description="TFLite interpreter threads")
     batch: int = Field(8, ge=1, le=64, description="Most faces classified in one invoke")
@@ -179,9 +182,11 @@ class MqttSettings(_Section):
     username: str | None = Field(None, min_length=1, description="User name for the broker; empty connects anonymously")
     keepalive: int = Field(30, ge=5, le=65535, description="Keepalive interval (seconds)")
     tls: bool = Field(False, description="Connect with TLS")
-    ca_file: Path | None = Field(None, description="CA bundle (PEM) to trust; empty uses the system CA store")
-    cert_file: Path | None = Field(None, description="Client certificate (PEM) for mutual TLS; needs key_file")
-    key_file: Path | None = Field(None, description="Private key (PEM) of the client certificate")
+    ca_file: Path | None = Field(
+        None, description="CA bundle (PEM) to trust; empty uses the system CA store" + SERVICE_FILES)
+    cert_file: Path | None = Field(
+        None, description="Client certificate (PEM) for mutual TLS; needs key_file" + SERVICE_FILES)
+    key_file: Path | None = Field(None, description="Private key (PEM) of the client certificate" + SERVICE_FILES)
     tls_insecure: bool = Field(False, description="Skip the broker host name check (testing only)")
     topic_prefix: str = Field("edged", description="First topic level: <prefix>/<device>/{status,events,state,stats}")
     state_interval_s: float = Field(

@@ -44,7 +44,8 @@ rm -rf "$root" && cp -a "$base" "$root"
 install -d "$root/usr/local/src/edged" "$root/var/cache/wheelhouse" "$root/srv/edged"
 (cd "$src" && git ls-files -z --cached --others --exclude-standard | tar -c --null -T - ) | tar -x -C "$root/usr/local/src/edged"
 say "building the wheelhouse (pip wheel '.[opencv]' and the build backend)"
-"$src/.venv/bin/python" -m pip wheel -q -w "$work/wheelhouse" "$src[opencv]" > "$work/wheel.log" 2>&1 \
+rm -rf "$work/src" && cp -a "$root/usr/local/src/edged" "$work/src"  # pip builds in the tree: not in the checkout
+"$src/.venv/bin/python" -m pip wheel -q -w "$work/wheelhouse" "$work/src[opencv]" > "$work/wheel.log" 2>&1 \
   && "$src/.venv/bin/python" -m pip download -q -d "$work/wheelhouse" "setuptools>=77" wheel pip >> "$work/wheel.log" 2>&1 \
   || die "could not build the wheelhouse: $work/wheel.log"
 cp "$work"/wheelhouse/*.whl "$root/var/cache/wheelhouse/"
