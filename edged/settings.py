@@ -279,6 +279,11 @@ class _CredentialsSource(SecretsSettingsSource):
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         if field_name not in SECRET_FIELDS:
             return None, field_name, False
+        path = Path(str(self.secrets_dir)) / field_name
+        reason = why_unreadable(path)
+        if reason is not None and not reason.startswith("no such file"):  # absent: no credential, the variable rules
+            raise ConfigError(f"$CREDENTIALS_DIRECTORY/{field_name}={path} (systemd LoadCredential=, or "
+                              f"{env_name(None, field_name)}): {reason}")
         value, key, complex_ = super().get_field_value(field, field_name)
         # An empty file means unset, like an empty variable: the installer leaves one for LoadCredential=,
         # which fails the service (243/CREDENTIALS) when its source file is missing.
@@ -421,6 +426,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     except ValidationError as exc:
         raise ConfigError("\n".join(_describe_error(e) for e in exc.errors())) from None
     except SettingsError as exc:
+        if isinstance(exc.__cause__, ConfigError):  # ours, from a source: it names the file and the reason
+            raise exc.__cause__ from None
         raise ConfigError(str(exc)) from None
     finally:
         _ENVIRON.reset(token)

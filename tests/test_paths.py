@@ -74,6 +74,11 @@ def unreadable():
         os.chown(target, OTHER_UID, OTHER_UID)
     files["state"].mkdir(mode=0o700)
     os.chown(files["state"], OTHER_UID, OTHER_UID)
+    files["credentials"] = folder / "credentials"  # as systemd's LoadCredential= lays it out, for another user
+    files["credentials"].mkdir(mode=0o755)
+    (files["credentials"] / "mqtt_password").write_text("s3cret")
+    (files["credentials"] / "mqtt_password").chmod(0o600)
+    os.chown(files["credentials"] / "mqtt_password", OTHER_UID, OTHER_UID)
     yield files
     shutil.rmtree(folder)
 
@@ -86,6 +91,7 @@ CASES = [
     ("EDGED_MQTT__CA_FILE", {"EDGED_MQTT__TLS": "true", "EDGED_MQTT__CA_FILE": "pem"}),
     ("EDGED_MQTT__CERT_FILE", {"EDGED_MQTT__TLS": "true", "EDGED_MQTT__CERT_FILE": "pem", "EDGED_MQTT__KEY_FILE": "pem"}),
     ("EDGED_STATE_DIR", {"EDGED_STATE_DIR": "state"}),
+    ("$CREDENTIALS_DIRECTORY/mqtt_password", {"CREDENTIALS_DIRECTORY": "credentials", "EDGED_MQTT__USERNAME": "kiosk"}),
 ]
 
 
