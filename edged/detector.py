@@ -34,7 +34,11 @@ REGION_SIZE_RANGE = 1.4
 
 
 def find_cascade(configured: Path | None = None) -> Path:
-    """The configured cascade file, else the frontal-face cascade of pip's or the system's OpenCV."""
+    """The configured cascade file, else the frontal-face cascade of pip's or the system's OpenCV.
+
+    ConfigError naming EDGED_DETECTOR__CASCADE when the configured file cannot be read (edged.paths); CascadeError
+    when there is none to find.
+    """
     if configured is not None:
         return readable_file(configured, "EDGED_DETECTOR__CASCADE")
     data = getattr(cv2, "data", None)
