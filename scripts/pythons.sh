@@ -13,7 +13,7 @@ src="$(cd "$(dirname "$0")/.." && pwd)"
 work="${EDGED_PYTHONS_DIR:-${TMPDIR:-/tmp}/edged-pythons}"
 versions=("$@")
 [ ${#versions[@]} -gt 0 ] || versions=(3.8 3.10 3.11 3.12 3.13)
-tests=(tests/test_settings.py tests/test_paths.py tests/test_classifier.py tests/test_pipeline.py
+tests=(tests/test_settings.py tests/test_paths.py tests/test_native.py tests/test_classifier.py tests/test_pipeline.py
        tests/test_publisher.py tests/test_cli.py)
 mkdir -p "$work"
 summary=()
@@ -30,7 +30,7 @@ find_python() {
 for v in "${versions[@]}"; do
   if ! python="$(find_python "$v")"; then
     echo "== Python $v: SKIP (no interpreter: pyenv install $v)"
-    summary+=("$v | SKIP: no interpreter | | | | ")
+    summary+=("$v | SKIP: no interpreter | | | |")
     continue
   fi
   venv="$work/py$v"
@@ -40,9 +40,13 @@ for v in "${versions[@]}"; do
   "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1
   start=$(date +%s)
   if ! "$venv/bin/python" -m pip install -q "$src[opencv,test]" > "$work/py$v-pip.log" 2>&1; then
-    reason="$(grep -m1 -E "requires a different Python|ERROR" "$work/py$v-pip.log" || tail -1 "$work/py$v-pip.log")"
-    echo "== Python $v: pip install refused: $reason"
-    summary+=("$v | not installable: ${reason//|/ } | | | | ")
+    if grep -q "different Python" "$work/py$v-pip.log"; then
+      reason="pip refuses it: requires-python $(sed -n 's/^requires-python = "\(.*\)"/\1/p' "$src/pyproject.toml")"
+    else
+      reason="$(grep -m1 ERROR "$work/py$v-pip.log" || tail -1 "$work/py$v-pip.log")"
+    fi
+    echo "== Python $v: not installed: $reason"
+    summary+=("$v | ${reason//|/ } | | | |")
     continue
   fi
   installed=$(( $(date +%s) - start ))
@@ -53,10 +57,10 @@ def v(name):
         return metadata.version(name)
     except metadata.PackageNotFoundError:
         return "-"
-print(" | ".join(f"{n} {v(n)}" for n in ("numpy", "opencv-python-headless", "ai-edge-litert", "tflite-runtime")))
+print(" | ".join(v(n) for n in ("numpy", "opencv-python-headless", "ai-edge-litert", "tflite-runtime")))
 PY
 )"
-  echo "   installed in ${installed} s: $pkgs"
+  echo "   installed in ${installed} s: numpy | OpenCV | ai-edge-litert | tflite-runtime: $pkgs"
   cd "$work" || exit 2
   # The tests import edged from the venv's site-packages (the checkout is not on sys.path from here).
   where="$("$venv/bin/python" -c 'import edged, sys; print(edged.__file__)')"
