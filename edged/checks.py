@@ -1,4 +1,7 @@
-"""`edged check`: is this installation ready to run? One (item, passed, detail) per component.
+"""`edged check`: is this installation ready to run? One (item, passed, detail, configuration) per component.
+
+`configuration` marks a failure that a restart cannot fix (a variable, a file edged cannot read, the model or the
+cascade): `edged check` then exits 78, as `edged run` would; other failures (camera, broker, outbox) exit 1.
 
 The broker check connects with its own client id (`<client id>-check`) and publishes nothing, so it
 neither kicks a running daemon off the broker nor flips the device's retained status.
@@ -8,14 +11,21 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from edged.errors import EdgedError
+from edged.errors import CascadeError, ConfigError, EdgedError, ModelError
 
 if TYPE_CHECKING:
     from edged.settings import Settings
 
-Check = tuple[str, bool, str]
+CONFIGURATION_ERRORS = (ConfigError, ModelError, CascadeError, PermissionError)
+
+
+class Check(NamedTuple):
+    name: str
+    ok: bool
+    detail: str
+    configuration: bool = False  # failed for a reason in the configuration (exit 78)
 
 
 def run_checks(broker_timeout_s: float | None = 10.0) -> Iterator[Check]:
@@ -25,9 +35,9 @@ def run_checks(broker_timeout_s: float | None = 10.0) -> Iterator[Check]:
     try:
         settings = load_settings()
     except EdgedError as exc:
-        yield "config", False, str(exc).replace("\n", "; ")
+        yield Check("config", False, str(exc).replace("\n", "; "), configuration=True)
         return
-    yield "config", True, f"device {settings.device_id}"
+    yield Check("config", True, f"device {settings.device_id}")
     yield _guard("cascade", _cascade, settings)
     yield _guard("model", _model, settings)
     yield _guard("camera", _camera, settings)
@@ -38,11 +48,12 @@ def run_checks(broker_timeout_s: float | None = 10.0) -> Iterator[Check]:
 
 def _guard(name: str, check: Any, *args: Any) -> Check:
     try:
-        return name, True, check(*args)
+        return Check(name, True, check(*args))
     except EdgedError as exc:
-        return name, False, str(exc)
+        return Check(name, False, str(exc), isinstance(exc, CONFIGURATION_ERRORS))
     except OSError as exc:  # a file no component checked first: named, not a traceback
-        return name, False, f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")
+        detail = f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")
+        return Check(name, False, detail, isinstance(exc, CONFIGURATION_ERRORS))
 
 
 def _cascade(settings: Settings) -> str:

@@ -3,7 +3,8 @@
 Exit status: 0 ok; 1 a check failed, an image could not be read, or `watch --once` saw alerts; 2 bad command line;
 69 the camera, broker or the outbox's disk is unavailable, or another edged holds the outbox; 78 configuration (a
 bad EDGED_* variable, the model, the Haar cascade, a video file that is missing or unreadable, a state directory or
-outbox that cannot be written, TLS files that are not PEM, picamera2 not installed).
+outbox that cannot be written, TLS files that are not PEM, any configured file this user may not read, picamera2 not
+installed), from `run` and, for a failed item, from `check`.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ camera sources (EDGED_CAMERA__SOURCE): 0 or /dev/video0 (V4L2), picamera2 (Raspb
 
 exit status: 0 ok, 1 a check or an image failed or `watch --once` saw alerts, 2 usage, 69 camera, broker or
   outbox unavailable, 78 configuration (bad variable, model, Haar cascade, video file, state directory, TLS files,
-  picamera2 missing): systemd does not restart the service on 78."""
+  a file edged may not read, picamera2 missing; `check` too): systemd does not restart the service on 78."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,7 +109,9 @@ def _parser() -> argparse.ArgumentParser:
     p = add("check", _check, "check the configuration, model, cascade, camera, outbox and broker (PASS/FAIL per item)",
             "For installers: validate EDGED_* variables, load the model and the Haar cascade, open the camera and "
             "read one frame, read the outbox in EDGED_STATE_DIR (events waiting; nothing is created or changed), "
-            "connect to the broker. Prints PASS or FAIL per item; exits 1 if any failed.")
+            "connect to the broker. Prints PASS or FAIL per item; exits 78 when an item failed for its configuration "
+            "(a variable, a file edged cannot read, the model or the cascade: what `edged run` exits 78 for), 1 when "
+            "only others failed (camera, broker, outbox), 0 when all passed.")
     p.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
                    help="how long to wait for the broker (default 10)")
     p.add_argument("--skip-broker", action="store_true", help="do not connect to the broker")
@@ -201,11 +204,12 @@ def _run(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     from edged.checks import run_checks
 
-    failed = 0
-    for name, ok, detail in run_checks(broker_timeout_s=None if args.skip_broker else args.timeout):
-        print(f"{'PASS' if ok else 'FAIL'}  {name:<8} {detail}")
-        failed += not ok
-    return EXIT_FAILED if failed else EXIT_OK
+    status = EXIT_OK
+    for check in run_checks(broker_timeout_s=None if args.skip_broker else args.timeout):
+        print(f"{'PASS' if check.ok else 'FAIL'}  {check.name:<8} {check.detail}")
+        if not check.ok:
+            status = EXIT_CONFIG if check.configuration or status == EXIT_CONFIG else EXIT_FAILED
+    return status
 
 
 def _config(args: argparse.Namespace) -> int:

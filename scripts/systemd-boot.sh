@@ -176,7 +176,7 @@ as_root=$?
 out="$(c /opt/edged/bin/edged-check-sandboxed --skip-broker 2>&1)"
 rc=$?
 echo "$out" | grep FAIL | sed 's/^/    /'
-result "hidden file, check" "$([ "$as_root" = 0 ] && [ "$rc" = 1 ] && echo "$out" | grep -q 'FAIL  camera   EDGED_CAMERA__SOURCE=/root/clip.mp4: permission denied.*ProtectHome'; echo $?)" \
+result "hidden file, check" "$([ "$as_root" = 0 ] && [ "$rc" = 78 ] && echo "$out" | grep -q 'FAIL  camera   EDGED_CAMERA__SOURCE=/root/clip.mp4: permission denied.*ProtectHome'; echo $?)" \
   "/root/clip.mp4: edged check as root exit $as_root (passes), in the sandbox exit $rc (FAIL naming the variable)"
 restarts="$(show NRestarts)"
 c systemctl restart edged 2>/dev/null

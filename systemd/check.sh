@@ -7,7 +7,7 @@
 # there. One process at a time holds a camera: a running service is stopped for the check and started again after.
 # install.sh installs this as /opt/edged/bin/edged-check-sandboxed and runs it.
 # Environment: EDGED_UNIT (edged.service).
-# Exit status: edged check's (0 every check passed, 1 one failed, 78 edged could not run its checks), 2 usage.
+# Exit status: edged check's (0 every check passed, 78 one failed for its configuration, 1 another failed), 2 usage.
 set -euo pipefail
 
 unit="${EDGED_UNIT:-edged.service}"

@@ -154,7 +154,7 @@ def test_detect_and_check_print_only_their_own_lines(tmp_path):
                                            f"edged: {tmp_path}: is a directory, not a file"]
 
     check = _edged("check", "--skip-broker", EDGED_MODEL__PATH=model, EDGED_CAMERA__SOURCE=str(junk))
-    assert check.returncode == EXIT_FAILED and check.stderr == "", check.stderr
+    assert check.returncode == EXIT_CONFIG and check.stderr == "", check.stderr  # a video file: configuration
     assert "FAIL  camera   video file" in check.stdout
     verbose = _edged("-v", "check", "--skip-broker", EDGED_MODEL__PATH=model, EDGED_CAMERA__SOURCE=str(junk))
     assert "XNNPACK delegate" in verbose.stderr and "[ WARN" in verbose.stderr  # asked for: all of it

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from media import ASTRONAUT, SAMPLE_CLIP, require_model
 
-from edged.cli import EXIT_CONFIG, EXIT_FAILED
+from edged.cli import EXIT_CONFIG
 from edged.errors import ConfigError
 from edged.paths import readable_file, why_unreadable
 
@@ -116,10 +116,10 @@ def test_run_exits_78_naming_the_variable_of_a_file_it_cannot_read(unreadable, t
 
 
 @pytest.mark.parametrize(("variable", "env"), CASES, ids=[c[0] for c in CASES])
-def test_check_fails_naming_the_variable_of_a_file_it_cannot_read(unreadable, tmp_path, variable, env):
+def test_check_exits_78_naming_the_variable_of_a_file_it_cannot_read(unreadable, tmp_path, variable, env):
     result = _unprivileged("check", {name: str(unreadable.get(value, value)) for name, value in env.items()},
                            tmp_path / "state")
     failed = [line for line in result.stdout.splitlines() if line.startswith("FAIL")]
-    assert result.returncode == EXIT_FAILED, result.stdout + result.stderr
+    assert result.returncode == EXIT_CONFIG, result.stdout + result.stderr  # as `edged run`: the configuration
     assert "Traceback" not in result.stderr and len(failed) == 1, result.stdout + result.stderr
     assert f"{variable}=" in failed[0] and ("permission denied" in failed[0] or "not writable" in failed[0]), failed[0]
