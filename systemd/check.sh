@@ -43,7 +43,8 @@ if systemctl is-active --quiet "$unit"; then
 fi
 status=0
 systemd-run --quiet --wait --pipe --collect --unit="edged-check-$$" "${props[@]}" "$binary" check "$@" || status=$?
-if [ "$restart" = 1 ]; then
-  systemctl start "$unit"
+if [ "$restart" = 1 ] && ! systemctl start "$unit"; then
+  # Not this script's failure: the check above says why (the service runs with the same configuration).
+  echo "check: $unit did not start again: systemctl status $unit" >&2
 fi
 exit "$status"

@@ -172,14 +172,16 @@ case "$1" in
   cat) echo "# /etc/systemd/system/edged.service"; cat {UNIT}
        printf '\\n# /etc/systemd/system/edged.service.d/override.conf\\n[Service]\\nEnvironment=EDGED_LOG_LEVEL=DEBUG\\n' ;;
   is-active) exit "$(cat {tmp_path}/active)" ;;
+  start) exit "$(cat {tmp_path}/start)" ;;
 esac
 """)
-    (bin_dir / "systemd-run").write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {run_args}\nexit 1\n')
+    (bin_dir / "systemd-run").write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {run_args}\nexit "$(cat {tmp_path}/check)"\n')
     for tool in bin_dir.iterdir():
         tool.chmod(0o755)
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
 
     (tmp_path / "active").write_text("3")  # inactive
+    (tmp_path / "check").write_text("1")
     result = subprocess.run(["bash", str(ROOT / "systemd" / "check.sh"), "--skip-broker"], env=env,
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 1, result.stderr  # what edged check answered
@@ -191,6 +193,12 @@ esac
     assert args[-3:] == ["/opt/edged/bin/edged", "check", "--skip-broker"] and "--wait" in args and "--pipe" in args
     assert "stop" not in calls.read_text()
 
-    (tmp_path / "active").write_text("0")  # an upgrade: the old service holds the camera
-    subprocess.run(["bash", str(ROOT / "systemd" / "check.sh")], env=env, capture_output=True, timeout=30)
+    # An upgrade: the old service holds the camera. The check finds a configuration error (78), so the service,
+    # started again with the same configuration, fails too: the check's status is what comes back.
+    (tmp_path / "active").write_text("0")
+    (tmp_path / "check").write_text("78")
+    (tmp_path / "start").write_text("1")
+    again = subprocess.run(["bash", str(ROOT / "systemd" / "check.sh")], env=env, capture_output=True, text=True,
+                           timeout=30)
     assert calls.read_text().splitlines()[-2:] == ["stop edged.service", "start edged.service"]
+    assert again.returncode == 78 and "did not start again" in again.stderr, again.stderr
