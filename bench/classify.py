@@ -1,7 +1,7 @@
 """Per-face int8 classification time: the interpreter's invoke alone, and the daemon's whole code path
 (crop, resize, quantize, invoke, dequantize) through edged.classifier.
 
-    .venv/bin/python bench/classify.py [--model models/emotions-int8.tflite] [--threads 1] [--repeats 2000]
+    .venv/bin/python bench/classify.py [--model edged/models/emotions-int8.tflite] [--threads 1] [--repeats 2000]
     .venv/bin/python bench/classify.py --compare A.tflite B.tflite ...   # invoke times side by side, one run
 
 Prints the median and p95 per face for one face per invoke and for a batch of 8, on a real photograph
@@ -19,7 +19,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edged.classifier import DEFAULT_MODEL, EmotionClassifier, interpreter_class
+from edged.classifier import EmotionClassifier, interpreter_class
+from edged.models import default_model
 
 PHOTO = Path(__file__).resolve().parent.parent / "tests" / "data" / "astronaut.jpg"
 FACE = (170, 20, 120, 120)  # the astronaut's face, (x, y, w, h) in the photo
@@ -85,7 +86,7 @@ def report(label: str, times: list[float]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--model", type=Path, default=default_model())
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=2000)
     parser.add_argument("--runtime", default="auto", choices=("auto", "ai-edge-litert", "tflite-runtime"))

@@ -41,7 +41,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 ROOT = Path(__file__).resolve().parent.parent
 CLIP = ROOT / "samples" / "faces.mp4"
 TICKS = os.sysconf("SC_CLK_TCK")
-MODEL = ROOT / "models" / "emotions-int8.tflite"
+MODEL = ROOT / "edged" / "models" / "emotions-int8.tflite"
 BUSY_TRACKER = {"EDGED_TRACKER__IOU_THRESHOLD": "0.99", "EDGED_TRACKER__MIN_HITS": "1",
                 "EDGED_TRACKER__MAX_MISSING_S": "0.01"}
 

@@ -1,5 +1,8 @@
-"""`edged check`: is this installation ready to run? One (item, passed, detail) per component; passed is None
-for a warning (printed WARN, not a failure).
+"""`edged check`: is this installation ready to run? One (item, passed, detail, configuration) per component;
+passed is None for a warning (printed WARN, not a failure).
+
+`configuration` marks a failure that a restart cannot fix (a variable, a file edged cannot read, the model or the
+cascade): `edged check` then exits 78, as `edged run` would; other failures (camera, broker, outbox) exit 1.
 
 It reports what `edged run` would: the same messages for the outbox (edged/outbox.py: a lock held by another
 edged, a disk that refuses writes) and for the broker (edged/brokerlink.py: refusals, TLS, a port that does not
@@ -12,14 +15,21 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from edged.errors import EdgedError
+from edged.errors import CascadeError, ConfigError, EdgedError, ModelError
 
 if TYPE_CHECKING:
     from edged.settings import Settings
 
-Check = tuple[str, bool | None, str]
+CONFIGURATION_ERRORS = (ConfigError, ModelError, CascadeError, PermissionError)
+
+
+class Check(NamedTuple):
+    name: str
+    ok: bool | None  # None: a warning
+    detail: str
+    configuration: bool = False  # failed for a reason in the configuration (exit 78)
 
 
 def run_checks(broker_timeout_s: float | None = 10.0) -> Iterator[Check]:
@@ -29,7 +39,7 @@ def run_checks(broker_timeout_s: float | None = 10.0) -> Iterator[Check]:
     try:
         settings = load_settings()
     except EdgedError as exc:
-        yield "config", False, str(exc).replace("\n", "; ")
+        yield Check("config", False, str(exc).replace("\n", "; "), configuration=True)
         return
     detail = f"device {settings.device_id}"
     if settings.homeassistant.enabled:  # what a broker ACL must let it write (docs/fleet.md)
@@ -37,9 +47,9 @@ def run_checks(broker_timeout_s: float | None = 10.0) -> Iterator[Check]:
 
         node = node_id(settings.mqtt.topic_prefix, settings.device_id)
         detail += f", Home Assistant node id {node} ({settings.homeassistant.discovery_prefix}/sensor/{node}/#)"
-    yield "config", True, detail
+    yield Check("config", True, detail)
     if settings.stock_device_id_warning:
-        yield "config", None, settings.stock_device_id_warning
+        yield Check("config", None, settings.stock_device_id_warning)
     yield _guard("cascade", _cascade, settings)
     yield _guard("model", _model, settings)
     yield _guard("camera", _camera, settings)
@@ -48,7 +58,7 @@ def run_checks(broker_timeout_s: float | None = 10.0) -> Iterator[Check]:
         yield _guard("broker", _broker, settings, broker_timeout_s)
     learned = _learned_limit(settings)
     if learned:
-        yield "broker", None, learned
+        yield Check("broker", None, learned)
 
 
 def _learned_limit(settings: Settings) -> str | None:
@@ -81,9 +91,12 @@ def _learned_limit(settings: Settings) -> str | None:
 
 def _guard(name: str, check: Any, *args: Any) -> Check:
     try:
-        return name, True, check(*args)
+        return Check(name, True, check(*args))
     except EdgedError as exc:
-        return name, False, str(exc)
+        return Check(name, False, str(exc), isinstance(exc, CONFIGURATION_ERRORS))
+    except OSError as exc:  # a file no component checked first: named, not a traceback
+        detail = f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")
+        return Check(name, False, detail, isinstance(exc, CONFIGURATION_ERRORS))
 
 
 def _cascade(settings: Settings) -> str:
@@ -125,12 +138,16 @@ def _outbox(settings: Settings) -> str:
 
     state = settings.state_dir
     path = state / FILE_NAME
-    if not path.exists():
-        existing = next(p for p in (state, *state.parents) if p.exists())
-        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-            raise ConfigError(f"EDGED_STATE_DIR={state}: {existing} is not a writable directory")
-        probe(existing)
-        return f"{path}: not made yet (the first run makes it)"
+    try:
+        if not path.exists():
+            existing = next(p for p in (state, *state.parents) if p.exists())
+            if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+                raise ConfigError(f"EDGED_STATE_DIR={state}: {existing} is not a writable directory")
+            probe(existing)
+            return f"{path}: not made yet (the first run makes it)"
+    except PermissionError:
+        raise ConfigError(f"EDGED_STATE_DIR={state}: permission denied: a directory on the way cannot be searched "
+                          f"by uid {os.geteuid()}") from None
     probe(state)
     try:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2.0)

@@ -20,15 +20,15 @@ import numpy as np
 
 from edged.errors import ModelError
 from edged.faces import Box
+from edged.models import default_model
+from edged.native import captured_stderr, pass_on
+from edged.paths import readable_file, why_unreadable
 from edged.payloads import EMOTIONS
 
 if TYPE_CHECKING:
     from edged.settings import ModelSettings
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "emotions-int8.tflite"
-
 
 RUNTIMES = {"ai-edge-litert": "ai_edge_litert.interpreter", "tflite-runtime": "tflite_runtime.interpreter"}
 
@@ -112,21 +112,33 @@ class EmotionClassifier:
 
     def __init__(self, path: Path | None = None, threads: int = 1, batch: int = 8, runtime: str = "auto",
                  xnnpack: bool = True) -> None:
-        self.path = Path(path) if path is not None else DEFAULT_MODEL
-        if not self.path.is_file():
-            raise ModelError(f"model {self.path} does not exist (EDGED_MODEL__PATH)")
+        if path is not None:
+            self.path = readable_file(path, "EDGED_MODEL__PATH")
+        else:
+            self.path = default_model()
+            reason = why_unreadable(self.path)
+            if reason is not None:
+                raise ModelError(f"the bundled model {self.path}: {reason}; reinstall edged, or set EDGED_MODEL__PATH")
         meta = read_sidecar(self.path)
         self.labels: tuple[str, ...] = tuple(meta["labels"])
         self.model_id: str = str(meta.get("model_id") or self.path.stem)
         self.batch = max(1, int(batch))
+        native: list[str] = []
         try:
             interpreter = interpreter_class(runtime)
             # XNNPACK is the default delegate of both runtimes; turning it off means asking for the plain kernels.
             options = {} if xnnpack else {"experimental_op_resolver_type": _resolver_without_delegates(interpreter)}
-            self._interpreter = interpreter(model_path=str(self.path), num_threads=int(threads), **options)
-            self._interpreter.allocate_tensors()
+            # The runtime announces its delegate on stderr ("INFO: Created TensorFlow Lite XNNPACK delegate"):
+            # logged at DEBUG here; anything else it says is passed on.
+            with captured_stderr() as native:
+                self._interpreter = interpreter(model_path=str(self.path), num_threads=int(threads), **options)
+                self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"model {self.path} cannot be loaded: {exc}") from None
+        finally:
+            for line in native:
+                logger.debug("runtime: %s", line)
+            pass_on([line for line in native if not line.startswith("INFO: ")])
         inp = self._interpreter.get_input_details()[0]
         out = self._interpreter.get_output_details()[0]
         shape = tuple(int(d) for d in inp["shape"])

@@ -4,14 +4,17 @@ Exit status: 0 ok; 1 a check failed, an image could not be read, or `watch --onc
 69 the camera, broker or the outbox's disk is unavailable, or another edged holds the outbox; 78 configuration (a
 bad EDGED_* variable, a device id, topic prefix, client id or host the broker would not take, the model, the Haar
 cascade, a video file that is missing or unreadable, a state directory or outbox that cannot be written, TLS files
-that are not PEM, picamera2 not installed).
+that are not PEM, any configured file this user may not read, picamera2 not installed), from `run` and, for a
+failed item, from `check`.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -47,13 +50,23 @@ camera sources (EDGED_CAMERA__SOURCE): 0 or /dev/video0 (V4L2), picamera2 (Raspb
 exit status: 0 ok, 1 a check or an image failed or `watch --once` saw alerts, 2 usage, 69 camera, broker or
   outbox unavailable (a full disk, or another edged using the same EDGED_STATE_DIR), 78 configuration (bad
   variable, a device id, topic prefix, client id or host the broker would not take, model, Haar cascade, video file,
-  state directory, TLS files, picamera2 missing): systemd does not restart the service on 78."""
+  state directory, TLS files, a file edged may not read, picamera2 missing; `check` too): systemd does not restart
+  the service on 78."""
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from edged.native import quiet_opencv
+
+    # edged's own messages say what failed; -v shows OpenCV's and FFmpeg's too.
+    with contextlib.nullcontext() if args.verbose else quiet_opencv():
+        return _command(args)
+
+
+def _command(args: argparse.Namespace) -> int:
+    """The chosen command, its errors turned into a message and an exit status."""
     try:
         return args.command(args)
     except (ConfigError, ModelError, CascadeError) as exc:
@@ -70,6 +83,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print("edged: configuration error: OpenCV is not installed: pip install 'edged[opencv]', or on a Jetson "
               "use JetPack's python3-opencv from a venv made with --system-site-packages", file=sys.stderr)
+        return EXIT_CONFIG
+    except PermissionError as exc:
+        # The components check the files they are given (edged.paths); this is the net for any other one, so that
+        # systemd sees 78 (not restarted) instead of a traceback and a crash loop.
+        print(f"edged: configuration error: {exc.filename or ''}: permission denied for uid {os.geteuid()} ({exc})",
+              file=sys.stderr)
         return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130
@@ -93,7 +112,9 @@ def _parser() -> argparse.ArgumentParser:
     p = add("check", _check, "check the configuration, model, cascade, camera, outbox and broker (PASS/FAIL per item)",
             "For installers: validate EDGED_* variables, load the model and the Haar cascade, open the camera and "
             "read one frame, read the outbox in EDGED_STATE_DIR (events waiting; nothing is created or changed), "
-            "connect to the broker. Prints PASS or FAIL per item; exits 1 if any failed.")
+            "connect to the broker. Prints PASS or FAIL per item; exits 78 when an item failed for its configuration "
+            "(a variable, a file edged cannot read, the model or the cascade: what `edged run` exits 78 for), 1 when "
+            "only others failed (camera, broker, outbox), 0 when all passed.")
     p.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
                    help="how long to wait for the broker (default 10)")
     p.add_argument("--skip-broker", action="store_true", help="do not connect to the broker")
@@ -198,26 +219,47 @@ def _run(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     from edged.checks import run_checks
 
-    failed = 0
-    for name, ok, detail in run_checks(broker_timeout_s=None if args.skip_broker else args.timeout):
-        print(f"{'WARN' if ok is None else 'PASS' if ok else 'FAIL'}  {name:<8} {detail}")
-        failed += ok is False
-    return EXIT_FAILED if failed else EXIT_OK
+    status = EXIT_OK
+    for check in run_checks(broker_timeout_s=None if args.skip_broker else args.timeout):
+        print(f"{'WARN' if check.ok is None else 'PASS' if check.ok else 'FAIL'}  {check.name:<8} {check.detail}")
+        if check.ok is False:
+            status = EXIT_CONFIG if check.configuration or status == EXIT_CONFIG else EXIT_FAILED
+    return status
 
 
 def _config(args: argparse.Namespace) -> int:
     from edged.settings import describe
 
-    rows = [("VARIABLE", "VALUE", "DESCRIPTION"), *describe(_settings(args))]
+    settings = _settings(args)
+    resolved = _resolved_files(settings)
+    rows = [("VARIABLE", "VALUE", "DESCRIPTION"),
+            *((name, value or resolved.get(name, ""), description) for name, value, description in describe(settings))]
     widths = [max(len(row[i]) for row in rows) for i in range(2)]
     for name, value, description in rows:
         print(f"{name:<{widths[0]}}  {value:<{widths[1]}}  {description}".rstrip())
     return EXIT_OK
 
 
-def _detect(args: argparse.Namespace) -> int:
-    import cv2
+def _resolved_files(settings) -> dict[str, str]:
+    """What an empty EDGED_MODEL__PATH and EDGED_DETECTOR__CASCADE stand for: the files `run` would load."""
+    from edged.models import default_model
 
+    resolved = {}
+    if settings.model.path is None:
+        resolved["EDGED_MODEL__PATH"] = f"{default_model()} (bundled)"
+    if settings.detector.cascade is None:
+        try:
+            from edged.detector import find_cascade
+
+            resolved["EDGED_DETECTOR__CASCADE"] = f"{find_cascade()} (found)"
+        except CascadeError as exc:
+            resolved["EDGED_DETECTOR__CASCADE"] = f"(none: {exc})"
+        except ModuleNotFoundError as exc:
+            resolved["EDGED_DETECTOR__CASCADE"] = f"(none: {exc.name} is not installed)"
+    return resolved
+
+
+def _detect(args: argparse.Namespace) -> int:
     from edged.classifier import EmotionClassifier
     from edged.detector import HaarDetector
 
@@ -226,11 +268,18 @@ def _detect(args: argparse.Namespace) -> int:
     classifier = EmotionClassifier.from_settings(settings.model)
     status = EXIT_OK
     for image in args.images:
-        gray = cv2.imread(str(image), cv2.IMREAD_GRAYSCALE) if image.is_file() else None
+        gray, reason, damage = _read_image(image)
         if gray is None:
-            reason = "no such file" if not image.exists() else "not an image OpenCV can read"
             print(f"edged: {image}: {reason}", file=sys.stderr)
             print(json.dumps({"image": str(image), "error": reason}), flush=True)
+            status = EXIT_FAILED
+            continue
+        if damage:
+            # Decoded in part (the rest is filled in): faces and emotions from it would be guesses.
+            warning = f"damaged image, decoded only in part ({damage}); not classified"
+            print(f"edged: {image}: {warning}", file=sys.stderr)
+            print(json.dumps({"image": str(image), "width": gray.shape[1], "height": gray.shape[0], "faces": [],
+                              "warning": warning}), flush=True)
             status = EXIT_FAILED
             continue
         boxes = detector.detect(gray)
@@ -244,11 +293,38 @@ def _detect(args: argparse.Namespace) -> int:
     return status
 
 
+def _read_image(image: Path) -> tuple[object, str | None, str | None]:
+    """(grayscale array or None, why it could not be read, what the decoder said about damage) for `edged detect`."""
+    import cv2
+
+    from edged.native import captured_stderr
+    from edged.paths import why_unreadable
+
+    reason = why_unreadable(image)
+    if reason is not None:
+        return None, reason, None
+    # libjpeg says "Premature end of JPEG file" or "Corrupt JPEG data: ..." on stderr and fills in the rest.
+    with captured_stderr() as decoder:
+        gray = cv2.imread(str(image), cv2.IMREAD_GRAYSCALE)
+    if gray is None:
+        return None, "; ".join(["not an image OpenCV can read", *decoder]), None
+    damage = "; ".join(decoder)
+    with open(image, "rb") as file:
+        head = file.read(2)
+        file.seek(max(0, os.fstat(file.fileno()).st_size - 64))
+        tail = file.read()
+    if not damage and head == b"\xff\xd8" and b"\xff\xd9" not in tail:
+        damage = "the JPEG data ends before its end marker"
+    return gray, None, damage or None
+
+
 def _bench(args: argparse.Namespace) -> int:
     from edged.bench import bench_settings, render, run_bench
+    from edged.paths import why_unreadable
 
-    if not args.video.is_file():
-        print(f"edged: bench: video file {args.video} does not exist", file=sys.stderr)
+    reason = why_unreadable(args.video)
+    if reason is not None:
+        print(f"edged: bench: video file {args.video}: {reason}", file=sys.stderr)
         return 2
     if args.threads < 1:
         print(f"edged: bench: --threads must be at least 1, got {args.threads}", file=sys.stderr)

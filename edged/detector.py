@@ -11,6 +11,7 @@ import numpy as np
 
 from edged.errors import CascadeError
 from edged.faces import Box
+from edged.paths import readable_file, why_unreadable
 
 if TYPE_CHECKING:
     from edged.settings import DetectorSettings
@@ -33,15 +34,17 @@ REGION_SIZE_RANGE = 1.4
 
 
 def find_cascade(configured: Path | None = None) -> Path:
-    """The configured cascade file, else the frontal-face cascade of pip's or the system's OpenCV."""
+    """The configured cascade file, else the frontal-face cascade of pip's or the system's OpenCV.
+
+    ConfigError naming EDGED_DETECTOR__CASCADE when the configured file cannot be read (edged.paths); CascadeError
+    when there is none to find.
+    """
     if configured is not None:
-        if not Path(configured).is_file():
-            raise CascadeError(f"Haar cascade {configured} does not exist (EDGED_DETECTOR__CASCADE)")
-        return Path(configured)
+        return readable_file(configured, "EDGED_DETECTOR__CASCADE")
     data = getattr(cv2, "data", None)
     dirs = ([Path(data.haarcascades)] if data is not None else []) + list(SYSTEM_CASCADE_DIRS)
     for folder in dirs:
-        if (folder / CASCADE_FILE).is_file():
+        if why_unreadable(folder / CASCADE_FILE) is None:
             return folder / CASCADE_FILE
     raise CascadeError(f"no {CASCADE_FILE} found in {', '.join(map(str, dirs))}; install opencv-data "
                        "(apt) or set EDGED_DETECTOR__CASCADE to the file")

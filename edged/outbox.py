@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 from edged.errors import ConfigError, OutboxError
@@ -390,7 +390,7 @@ def _lock(state_dir: Path, where: str) -> int:
 
 
 def _move_aside(path: Path) -> Path:
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     aside = path.with_name(f"{path.name}.corrupt-{stamp}")
     path.replace(aside)
     for suffix in ("-wal", "-shm"):  # they belong to the old file; left here they would be applied to the new one

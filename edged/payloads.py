@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -39,7 +39,7 @@ def _v_required(schema: dict[str, Any]) -> None:
 
 def utc_iso(ts_utc: float) -> str:
     """UTC epoch seconds as ISO 8601 with milliseconds and a Z: 2024-05-01T12:00:00.250Z."""
-    return datetime.fromtimestamp(ts_utc, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(ts_utc, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class Envelope(BaseModel):

@@ -28,12 +28,15 @@ from pydantic_settings import (
 
 from edged.errors import ConfigError
 from edged.names import check_client_id, check_host, check_topic, check_topic_level, stock_host_warning
+from edged.paths import why_unreadable
 
 PREFIX = "EDGED_"
 DELIMITER = "__"
 SECRET_FIELDS = frozenset({"mqtt_password"})
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _TOPIC_FORBIDDEN = set("+#/\0")
+# Beside every variable that names a file: what the systemd unit's sandbox lets the service read (edged.paths).
+SERVICE_FILES = "; the service reads it as an unprivileged user that cannot see /home, /root or /run/user"
 
 # The environment being loaded. A context variable rather than a parameter because pydantic-settings
 # builds its sources and default factories without any way to hand them our mapping.
@@ -76,7 +79,7 @@ class CameraSettings(_Section):
         "0",
         min_length=1,
         description="V4L2 index or /dev/videoN, `picamera2`, `gst:<GStreamer pipeline ending in appsink>`, "
-        "a video file path, or an rtsp:// or http(s):// URL",
+        "a video file path, or an rtsp:// or http(s):// URL" + SERVICE_FILES.replace("it", "a video file", 1),
     )
     width: int = Field(640, gt=0, le=8192, description="Requested capture width in pixels")
     height: int = Field(480, gt=0, le=8192, description="Requested capture height in pixels")
@@ -99,7 +102,8 @@ class DetectorSettings(_Section):
 
     cascade: Path | None = Field(
         None,
-        description="Haar cascade XML; empty searches cv2.data.haarcascades, then /usr/share/opencv4/haarcascades",
+        description="Haar cascade XML; empty searches cv2.data.haarcascades, then /usr/share/opencv4/haarcascades"
+        + SERVICE_FILES,
     )
     downscale: float = Field(
         0.5, gt=0, le=1, description="Factor (0-1] the frame is resized by before detection; smaller is faster"
@@ -126,7 +130,8 @@ class ModelSettings(_Section):
     section: ClassVar[str] = "model"
 
     path: Path | None = Field(
-        None, description="Emotion model .tflite; empty uses the bundled models/emotions-int8.tflite"
+        None, description="Emotion model .tflite (its sidecar .json beside it); empty uses the one bundled in the package, "
+        "edged/models/emotions-int8.tflite (`edged config` shows where)" + SERVICE_FILES
     )
     threads: int = Field(1, ge=1, le=64, description="TFLite interpreter threads")
     batch: int = Field(8, ge=1, le=64, description="Most faces classified in one invoke")
@@ -176,9 +181,11 @@ class MqttSettings(_Section):
     username: str | None = Field(None, min_length=1, description="User name for the broker; empty connects anonymously")
     keepalive: int = Field(30, ge=5, le=65535, description="Keepalive interval (seconds)")
     tls: bool = Field(False, description="Connect with TLS")
-    ca_file: Path | None = Field(None, description="CA bundle (PEM) to trust; empty uses the system CA store")
-    cert_file: Path | None = Field(None, description="Client certificate (PEM) for mutual TLS; needs key_file")
-    key_file: Path | None = Field(None, description="Private key (PEM) of the client certificate")
+    ca_file: Path | None = Field(
+        None, description="CA bundle (PEM) to trust; empty uses the system CA store" + SERVICE_FILES)
+    cert_file: Path | None = Field(
+        None, description="Client certificate (PEM) for mutual TLS; needs key_file" + SERVICE_FILES)
+    key_file: Path | None = Field(None, description="Private key (PEM) of the client certificate" + SERVICE_FILES)
     tls_insecure: bool = Field(False, description="Skip the broker host name check (testing only)")
     topic_prefix: str = Field("edged", description="First topic level: <prefix>/<device>/{status,events,state,stats}")
     state_interval_s: float = Field(
@@ -214,8 +221,9 @@ class MqttSettings(_Section):
             path = getattr(self, name)
             if path is not None and not self.tls:
                 raise ValueError(f"{var(name)} is set but {var('tls')} is not true")
-            if path is not None and not path.is_file():
-                raise ValueError(f"{var(name)}: no such file {str(path)!r}")
+            reason = None if path is None else why_unreadable(path)
+            if reason is not None:
+                raise ValueError(f"{var(name)}={path}: {reason}")
         if self.tls_insecure and not self.tls:
             raise ValueError(f"{var('tls_insecure')} is set but {var('tls')} is not true")
         if self.reconnect_max_s < self.reconnect_min_s:
@@ -278,6 +286,11 @@ class _CredentialsSource(SecretsSettingsSource):
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         if field_name not in SECRET_FIELDS:
             return None, field_name, False
+        path = Path(str(self.secrets_dir)) / field_name
+        reason = why_unreadable(path)
+        if reason is not None and not reason.startswith("no such file"):  # absent: no credential, the variable rules
+            raise ConfigError(f"$CREDENTIALS_DIRECTORY/{field_name}={path} (systemd LoadCredential=, or "
+                              f"{env_name(None, field_name)}): {reason}")
         value, key, complex_ = super().get_field_value(field, field_name)
         # An empty file means unset, like an empty variable: the installer leaves one for LoadCredential=,
         # which fails the service (243/CREDENTIALS) when its source file is missing.
@@ -426,6 +439,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     except ValidationError as exc:
         raise ConfigError("\n".join(_describe_error(e) for e in exc.errors())) from None
     except SettingsError as exc:
+        if isinstance(exc.__cause__, ConfigError):  # ours, from a source: it names the file and the reason
+            raise exc.__cause__ from None
         raise ConfigError(str(exc)) from None
     finally:
         _ENVIRON.reset(token)

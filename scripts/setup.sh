@@ -18,6 +18,17 @@ fi
 if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-.venv/bin/python -m pip install -q -e ".[$extras]" 2>&1 | grep -v "^WARNING: Location" || true
+# pip and the build backend talk a lot (setuptools' notes on editable installs, index warnings): their output is
+# kept in a log and shown only when an install fails.
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+pip_install() {
+  if ! .venv/bin/python -m pip install -q "$@" > "$log" 2>&1; then
+    cat "$log" >&2
+    echo "setup: pip install $* failed" >&2
+    return 1
+  fi
+}
+pip_install --upgrade pip || echo "setup: note: could not upgrade pip; going on" >&2
+pip_install -e ".[$extras]" || exit 1
 .venv/bin/python -c "import edged, cv2; print(f'setup: edged {edged.__version__} with OpenCV {cv2.__version__} in .venv')"

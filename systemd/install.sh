@@ -2,12 +2,15 @@
 # Install (or upgrade) edged as a systemd service on a kiosk: sudo systemd/install.sh
 #
 # - a venv in /opt/edged (--system-site-packages on Raspberry Pi OS for apt's picamera2, and on a Jetson for
-#   JetPack's OpenCV with GStreamer), edged installed into it, the model in /opt/edged/models;
+#   JetPack's OpenCV with GStreamer), edged installed into it (the model is package data inside it);
+#   systemd/check.sh as /opt/edged/bin/edged-check-sandboxed;
 # - /etc/systemd/system/edged.service; /etc/edged/edged.env from the example, never overwriting an existing
 #   one (the current example is always written beside it as edged.env.example); an empty
 #   /etc/edged/mqtt_password (mode 0600) for LoadCredential= when none exists; on a Jetson, a drop-in
 #   edged.service.d/jetson.conf allowing its Tegra devices (/dev/nvmap, /dev/nvhost-*...);
-# - `edged check`, then enable and (re)start the service. Idempotent: run it again to upgrade.
+# - stop a running service (an upgrade: it holds the camera), `edged check` inside the unit's own sandbox
+#   (systemd/check.sh: the dynamic user, env file, credentials, hidden /home), then enable and (re)start the
+#   service. Idempotent: run it again to upgrade.
 #
 # Environment: DESTDIR (install under this root; implies no check and no start), EDGED_PREFIX (/opt/edged),
 # EDGED_PLATFORM (pi, jetson or generic; detected), EDGED_EXTRAS (pip extras; opencv except on a Jetson),
@@ -50,8 +53,8 @@ say "platform $platform, prefix $destdir$prefix, extras '${extras}'"
 
 # The venv and the package.
 if [ "$no_pip" != 1 ]; then
-  "$python" -c "import sys; sys.exit(sys.version_info < (3, 11))" 2>/dev/null \
-    || die "edged needs Python 3.11 or newer; $python is older: install one and run again with PYTHON=python3.11"
+  "$python" -c "import sys; sys.exit(sys.version_info < (3, 10))" 2>/dev/null \
+    || die "edged needs Python 3.10 or newer; $python is older (JetPack 5 has 3.8: see the README's Jetson section)"
   if [ ! -x "$destdir$prefix/bin/python" ]; then
     "$python" -m venv "${venv_flags[@]}" "$destdir$prefix"
   fi
@@ -61,12 +64,8 @@ if [ "$no_pip" != 1 ]; then
     say "note: picamera2 is missing; for the Pi camera: sudo apt install python3-picamera2"
   fi
 fi
-if [ -f "$src/models/emotions-int8.tflite" ] && [ -f "$src/models/emotions-int8.json" ]; then
-  install -d -m 0755 "$destdir$prefix/models"
-  install -m 0644 "$src/models/emotions-int8.tflite" "$src/models/emotions-int8.json" "$destdir$prefix/models/"
-else
-  say "note: no models/emotions-int8.tflite in $src (quantize convert makes it); set EDGED_MODEL__PATH in the env file"
-fi
+install -d -m 0755 "$destdir$prefix/bin"
+install -m 0755 "$src/systemd/check.sh" "$destdir$prefix/bin/edged-check-sandboxed"
 
 # The unit (its paths follow the prefix) and the configuration.
 install -d -m 0755 "$unit_dir"
@@ -101,33 +100,22 @@ fi
 
 [ -z "$destdir" ] || { say "done (DESTDIR: no check, no systemctl)"; exit 0; }
 
-# `edged check` with the service's configuration: the env file, and the model the unit points at. A running
-# service holds the camera and the outbox (which check reports as in use, as `edged run` would): stop it first;
-# it is restarted below.
+if [ "$no_systemctl" = 1 ]; then
+  say "done (EDGED_INSTALL_NO_SYSTEMCTL: no check, no start)"
+  exit 0
+fi
+systemctl daemon-reload
+# An upgrade: the old service holds the camera, which the check opens. Stopped here, started again below.
+if systemctl is-active --quiet edged.service; then
+  say "stopping the running edged for the check"
+  systemctl stop edged.service
+fi
 status=0
-if [ "$no_systemctl" != 1 ]; then
-  systemctl stop edged.service 2>/dev/null || true
+if ! "$prefix/bin/edged-check-sandboxed"; then
+  status=1
+  say "edged check FAILED: fix $etc/edged.env, then: sudo systemctl restart edged"
 fi
-if [ -x "$prefix/bin/edged" ]; then
-  if ! (
-    # STATE_DIRECTORY: the service's outbox (StateDirectory=edged), which the check reads without changing it.
-    export EDGED_MODEL__PATH="$prefix/models/emotions-int8.tflite" CREDENTIALS_DIRECTORY="$etc" \
-      STATE_DIRECTORY="${EDGED_STATE_DIR:-/var/lib/edged}"
-    while IFS= read -r line || [ -n "$line" ]; do
-      case "$line" in ''|'#'*) continue ;; esac
-      export "${line?}"
-    done < "$etc/edged.env"
-    "$prefix/bin/edged" check
-  ); then
-    status=1
-    say "edged check FAILED: fix $etc/edged.env, then: sudo systemctl restart edged"
-  fi
-fi
-
-if [ "$no_systemctl" != 1 ]; then
-  systemctl daemon-reload
-  systemctl enable edged.service
-  systemctl restart edged.service
-  say "started: systemctl status edged; journalctl -u edged -f"
-fi
+systemctl enable edged.service
+systemctl restart edged.service
+say "started: systemctl status edged; journalctl -u edged -f"
 exit "$status"

@@ -13,7 +13,7 @@ ASTRONAUT = DATA / "astronaut.jpg"  # one smiling face
 GRACE_HOPPER = DATA / "grace_hopper.jpg"  # one face
 COFFEE = DATA / "coffee.jpg"  # no face
 SAMPLE_CLIP = ROOT / "samples" / "faces.mp4"  # 12 s, 15 fps: astronaut, nobody, Grace Hopper, nobody
-MODEL = ROOT / "models" / "emotions-int8.tflite"
+MODEL = ROOT / "edged" / "models" / "emotions-int8.tflite"
 
 
 def _clips_module():

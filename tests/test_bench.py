@@ -82,7 +82,7 @@ def test_cli_bench_json_and_bad_arguments(capsys, monkeypatch, tmp_path):
     result = json.loads(capsys.readouterr().out)
     assert {"frames", "frames_with_faces", "fps"} <= set(result) and result["frames"] == 180
     assert main(["bench", str(tmp_path / "missing.mp4")]) == 2
-    assert "missing.mp4 does not exist" in capsys.readouterr().err
+    assert "missing.mp4: no such file" in capsys.readouterr().err
     for bad in ("nonsense", "mqtt://broker:1883", "bad host:1883"):  # the host rules of EDGED_MQTT__HOST
         assert main(["bench", str(SAMPLE_CLIP), "--broker", bad]) == 2
     monkeypatch.setenv("EDGED_DETECTOR__FULL_SCAN_EVERY", "0")

@@ -58,6 +58,12 @@ def test_config_lists_variables_with_secrets_masked(env, capsys):
     rows = {line.split()[0]: line for line in out.splitlines()[1:]}
     assert str(SAMPLE_CLIP) in rows["EDGED_CAMERA__SOURCE"] and "****" in rows["EDGED_MQTT_PASSWORD"]
     assert "EDGED_TRACKER__SMOOTHING" in rows
+    # What an empty path stands for: the files `edged run` would load, so an operator sees where they come from.
+    from edged.models import default_model
+
+    assert rows["EDGED_MODEL__PATH"].split()[1:3] == [str(default_model()), "(bundled)"]
+    assert default_model().is_file() and default_model().parent.name == "models"
+    assert "haarcascade_frontalface_default.xml (found)" in rows["EDGED_DETECTOR__CASCADE"]
 
 
 def test_bad_variable_exits_78_naming_it():
@@ -136,6 +142,32 @@ def test_check_passes_on_a_ready_installation(broker):
     assert result.returncode == EXIT_OK, result.stdout + result.stderr
     assert [line.split()[:2] for line in lines] == [["PASS", item] for item in
                                                      ("config", "cascade", "model", "camera", "outbox", "broker")]
+
+
+def test_detect_and_check_print_only_their_own_lines(tmp_path):
+    """No runtime banner and no OpenCV or FFmpeg warnings unless asked for (-v); a truncated JPEG is a warning and a
+    failure, not a confident emotion; a directory says so."""
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(ASTRONAUT.read_bytes()[:20_000])  # the top of the picture, the face included
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"not a video " * 100)
+    model = str(require_model())
+
+    good = _edged("detect", str(ASTRONAUT), EDGED_MODEL__PATH=model)
+    assert good.returncode == EXIT_OK and good.stderr == "", good.stderr
+    damaged = _edged("detect", str(truncated), str(tmp_path), EDGED_MODEL__PATH=model)
+    part, folder = (json.loads(line) for line in damaged.stdout.splitlines())
+    assert damaged.returncode == EXIT_FAILED
+    assert part["faces"] == [] and "decoded only in part (Premature end of JPEG file)" in part["warning"]
+    assert folder == {"image": str(tmp_path), "error": "is a directory, not a file"}
+    assert damaged.stderr.splitlines() == [f"edged: {truncated}: {part['warning']}",
+                                           f"edged: {tmp_path}: is a directory, not a file"]
+
+    check = _edged("check", "--skip-broker", EDGED_MODEL__PATH=model, EDGED_CAMERA__SOURCE=str(junk))
+    assert check.returncode == EXIT_CONFIG and check.stderr == "", check.stderr  # a video file: configuration
+    assert "FAIL  camera   video file" in check.stdout
+    verbose = _edged("-v", "check", "--skip-broker", EDGED_MODEL__PATH=model, EDGED_CAMERA__SOURCE=str(junk))
+    assert "XNNPACK delegate" in verbose.stderr and "[ WARN" in verbose.stderr  # asked for: all of it
 
 
 def test_check_fails_on_refused_credentials(auth_broker):
@@ -250,7 +282,7 @@ def test_check_warns_about_a_stock_host_name_as_device_id(monkeypatch):
         monkeypatch.delenv(name)
     monkeypatch.setattr(socket, "gethostname", lambda: "raspberrypi")  # a kiosk cloned from the stock image
     config, warning = list(run_checks(None))[:2]
-    assert config == ("config", True, "device raspberrypi")
+    assert config[:3] == ("config", True, "device raspberrypi")
     assert warning[:2] == ("config", None) and "EDGED_DEVICE_ID" in warning[2]
     monkeypatch.setenv("EDGED_DEVICE_ID", "raspberrypi")  # chosen, not defaulted: no warning
     assert [c for c in run_checks(None) if c[1] is None] == []

@@ -7,7 +7,7 @@ import pytest
 from media import ASTRONAUT, COFFEE, GRACE_HOPPER
 
 from edged.detector import HaarDetector
-from edged.errors import CascadeError
+from edged.errors import CascadeError, ConfigError
 from edged.settings import DetectorSettings
 from edged.tracker import iou
 
@@ -42,5 +42,5 @@ def test_empty_cascade_is_an_error(tmp_path):
 
 
 def test_missing_cascade_names_the_variable(tmp_path):
-    with pytest.raises(CascadeError, match="EDGED_DETECTOR__CASCADE"):
+    with pytest.raises(ConfigError, match=r"^EDGED_DETECTOR__CASCADE=.*missing\.xml: no such file$"):
         HaarDetector(DetectorSettings(cascade=tmp_path / "missing.xml"))

@@ -271,7 +271,9 @@ def test_events_the_broker_refuses_leave_the_spool_and_are_counted(tmp_path, mak
             for i in range(3):
                 pub.event(TrackEvent("face_appeared", track(i + 1), 1_700_000_001.0))
             wait_until(lambda: pub.outbox_stats()["outbox_rejected"] == 3, what="three refusals counted")
-        assert pub.backlog == 0  # not retried forever: a refusal would come again
+        # Not retried forever (a refusal would come again): the drain thread removes them just after counting them,
+        # so under load the backlog may read 3 for a moment (seen once in a full run on a busy machine).
+        wait_until(lambda: pub.backlog == 0, what="the refused events gone from the spool")
         pub.stats(STATS)
         sent = live.wait_for(lambda ms: [m for m in ms if m.topic == "edged/kiosk-1/stats"], what="stats")
         stats = Stats.model_validate_json(sent[-1].payload)

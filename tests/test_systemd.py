@@ -37,7 +37,9 @@ def test_unit_is_a_notify_service_with_watchdog_restarts_and_credentials():
     d = dict(_directives())
     assert d["Type"] == "notify" and d["ExecStart"] == EXEC_START and d["WatchdogSec"]
     assert d["Restart"] == "on-failure" and d["RestartPreventExitStatus"] == "78"  # edged's EX_CONFIG
-    assert d["StartLimitIntervalSec"] and d["StartLimitBurst"]
+    # No start limit: systemd counts manual starts too, so a limit would stop restarting real crashes after an
+    # install and a few restarts; 78 (configuration) is never restarted, so only what a restart can fix repeats.
+    assert d["StartLimitIntervalSec"] == "0" and "StartLimitBurst" not in d and d["RestartSec"] == "10s"
     assert d["EnvironmentFile"] == "-/etc/edged/edged.env"
     assert d["LoadCredential"] == "mqtt_password:/etc/edged/mqtt_password"  # edged.settings reads that name
     assert d["StateDirectory"] == "edged" and d["DynamicUser"] == "yes" and d["SupplementaryGroups"] == "video"
@@ -102,8 +104,8 @@ def test_install_into_a_root_writes_the_unit_and_config_and_keeps_an_edited_env_
     assert (root / "etc/edged/edged.env.example").read_text() == env.read_text()
     assert password.read_text() == "" and stat.S_IMODE(password.stat().st_mode) == 0o600  # empty: no password
     assert stat.S_IMODE(env.stat().st_mode) == 0o600  # may hold EDGED_MQTT_PASSWORD where systemd < 247
-    if (ROOT / "models" / "emotions-int8.tflite").is_file():
-        assert (root / "opt/edged/models/emotions-int8.tflite").is_file()
+    check = root / "opt/edged/bin/edged-check-sandboxed"  # the model is package data now: nothing to copy
+    assert check.read_text() == (ROOT / "systemd" / "check.sh").read_text() and os.access(check, os.X_OK)
 
     env.write_text("EDGED_CAMERA__SOURCE=picamera2\n")
     password.write_text("s3cret\n")
@@ -139,3 +141,64 @@ def test_install_on_a_jetson_allows_its_tegra_devices_by_path(tmp_path):
                           "DeviceAllow=/dev/nvhost-vic rw", "DeviceAllow=/dev/nvgpu/igpu0/ctrl rw"]
     assert _script("uninstall.sh", root).returncode == 0
     assert not (root / "etc/systemd/system/edged.service.d").exists()
+
+
+SUPERVISION = {"Type", "NotifyAccess", "WatchdogSec", "Restart", "RestartSec", "RestartPreventExitStatus",
+               "TimeoutStartSec", "TimeoutStopSec", "ExecStart"}
+
+
+def _service_section() -> list[str]:
+    lines, section = [], ""
+    for line in UNIT.read_text().splitlines():
+        if line.startswith("["):
+            section = line
+        elif line and not line.startswith("#") and section == "[Service]":
+            lines.append(line)
+    return lines
+
+
+def test_check_runs_in_the_services_sandbox_with_its_drop_ins_and_stops_a_running_service(tmp_path):
+    """systemd/check.sh against stand-ins for systemctl and systemd-run that record what they are asked: every
+    [Service] setting of the unit and its drop-ins but the supervision ones becomes a property of the transient
+    check, a running service is stopped for it and started again, and the check's status comes back.
+    (Under a real systemd: bench/systemd_boot.sh.)"""
+    if os.geteuid() != 0:
+        pytest.skip("systemd/check.sh refuses to run without root")
+    bin_dir, calls, run_args = tmp_path / "bin", tmp_path / "calls", tmp_path / "run-args"
+    bin_dir.mkdir()
+    (bin_dir / "systemctl").write_text(f"""#!/bin/sh
+echo "$*" >> {calls}
+case "$1" in
+  cat) echo "# /etc/systemd/system/edged.service"; cat {UNIT}
+       printf '\\n# /etc/systemd/system/edged.service.d/override.conf\\n[Service]\\nEnvironment=EDGED_LOG_LEVEL=DEBUG\\n' ;;
+  is-active) exit "$(cat {tmp_path}/active)" ;;
+  start) exit "$(cat {tmp_path}/start)" ;;
+esac
+""")
+    (bin_dir / "systemd-run").write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {run_args}\nexit "$(cat {tmp_path}/check)"\n')
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+    (tmp_path / "active").write_text("3")  # inactive
+    (tmp_path / "check").write_text("1")
+    result = subprocess.run(["bash", str(ROOT / "systemd" / "check.sh"), "--skip-broker"], env=env,
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1, result.stderr  # what edged check answered
+    args = run_args.read_text().splitlines()
+    props = [args[i + 1] for i, arg in enumerate(args) if arg == "-p"]
+    expected = [line for line in _service_section() if line.partition("=")[0] not in SUPERVISION]
+    assert props == [*expected, "Environment=EDGED_LOG_LEVEL=DEBUG"]
+    assert {"DynamicUser=yes", "ProtectHome=yes", "EnvironmentFile=-/etc/edged/edged.env"} <= set(props)
+    assert args[-3:] == ["/opt/edged/bin/edged", "check", "--skip-broker"] and "--wait" in args and "--pipe" in args
+    assert "stop" not in calls.read_text()
+
+    # An upgrade: the old service holds the camera. The check finds a configuration error (78), so the service,
+    # started again with the same configuration, fails too: the check's status is what comes back.
+    (tmp_path / "active").write_text("0")
+    (tmp_path / "check").write_text("78")
+    (tmp_path / "start").write_text("1")
+    again = subprocess.run(["bash", str(ROOT / "systemd" / "check.sh")], env=env, capture_output=True, text=True,
+                           timeout=30)
+    assert calls.read_text().splitlines()[-2:] == ["stop edged.service", "start edged.service"]
+    assert again.returncode == 78 and "did not start again" in again.stderr, again.stderr

@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import re
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -25,6 +24,7 @@ import numpy as np
 from edged.camera import CALL_TIMEOUT_S
 from edged.errors import CameraError, ConfigError
 from edged.faces import Frame
+from edged.paths import readable_file
 
 logger = logging.getLogger(__name__)
 
@@ -141,8 +141,7 @@ class OpenCVSource:
                         "python3 -m venv --system-site-packages, and install edged without the [opencv] extra")
                 return cv2.VideoCapture(self.source.removeprefix("gst:"), cv2.CAP_GSTREAMER)
             case "file":
-                if not Path(self.source).is_file():
-                    raise ConfigError(f"video file {self.source!r} does not exist (EDGED_CAMERA__SOURCE)")
+                readable_file(self.source, "EDGED_CAMERA__SOURCE")  # the video file
                 return cv2.VideoCapture(self.source, cv2.CAP_FFMPEG)
             case _:
                 # FFmpeg waits 30 s by default for a host that does not answer: as long as systemd's WatchdogSec,
