@@ -37,3 +37,19 @@ def compare(model, model_path: Path, int8: Int8Model, faces: Faces, norm: Normal
     result["agreement"] = float(np.mean(float_pred == int8_pred))
     result["normalization"] = {"input_scale": norm.scale, "input_offset": norm.offset}
     return result
+
+
+def mirror_symmetry(int8: Int8Model, faces: Faces, n: int = 64, tolerance_steps: float = 2.0) -> dict:
+    """Whether the int8 graph answers the same for a face and its mirror image, as a flip-TTA graph does.
+
+    Runs `n` faces and their mirror images. Returns {"faces", "mirror_steps" (largest output difference between a
+    face and its mirror, in int8 output steps), "spread_steps" (largest difference between faces), "tta": "flip"
+    (symmetric within tolerance_steps), "none" (not), or None (outputs barely vary across faces, as with a model
+    answering one class for everything: symmetry then says nothing)}.
+    """
+    x = faces.resized(int8.height, int8.width).x[:n]
+    plain, mirrored = int8.scores(x), int8.scores(x[:, :, ::-1])
+    mirror_steps = float(np.abs(plain - mirrored).max() / int8.out_scale)
+    spread_steps = float(np.abs(plain - plain[0]).max() / int8.out_scale)
+    tta = None if spread_steps <= 2 * tolerance_steps else "flip" if mirror_steps <= tolerance_steps else "none"
+    return {"faces": len(x), "mirror_steps": round(mirror_steps, 3), "spread_steps": round(spread_steps, 3), "tta": tta}
