@@ -375,17 +375,16 @@ def _tta_for_check(meta: dict, symmetry: dict, tflite: Path, sidecar_path: Path)
     """Whether check evaluates the float model with flip TTA, and why: the sidecar, checked against what the int8
     graph does (a flip-TTA graph answers the same for a face and its mirror image), or the graph alone."""
     graph = symmetry["tta"]
-    seen = (f"its outputs for {symmetry['faces']} faces and their mirror images differ by at most "
-            f"{symmetry['mirror_steps']:g} int8 steps")
+    seen = (f"its outputs for a face and its mirror image differ by a median of {symmetry['mirror_steps']:g} int8 "
+            f"steps over {symmetry['faces']} faces, different faces by {symmetry['between_steps']:g}")
     if meta:
         recorded = meta.get("tta", "none")
         if graph == "flip" and recorded != "flip":
             raise QuantizeError(f"{sidecar_path} says tta {recorded!r}, but {tflite} averages each face with its mirror "
                                 f"image ({seen}): the sidecar does not describe this model; convert it again")
         if graph == "none" and recorded == "flip":
-            raise QuantizeError(f"{sidecar_path} says tta 'flip', but {tflite} does not average mirror images (its "
-                                f"outputs for a face and its mirror image differ by up to {symmetry['mirror_steps']:g} "
-                                "int8 steps): the sidecar does not describe this model; convert it again")
+            raise QuantizeError(f"{sidecar_path} says tta 'flip', but {tflite} does not average mirror images "
+                                f"({seen}): the sidecar does not describe this model; convert it again")
         source = "sidecar, confirmed by the int8 graph" if graph else \
             "sidecar (the int8 outputs barely vary on these faces, so the graph cannot confirm it)"
         return {"applied": recorded, "source": source, **symmetry}

@@ -39,17 +39,21 @@ def compare(model, model_path: Path, int8: Int8Model, faces: Faces, norm: Normal
     return result
 
 
-def mirror_symmetry(int8: Int8Model, faces: Faces, n: int = 64, tolerance_steps: float = 2.0) -> dict:
+def mirror_symmetry(int8: Int8Model, faces: Faces, n: int = 64, tolerance_steps: float = 4.0) -> dict:
     """Whether the int8 graph answers the same for a face and its mirror image, as a flip-TTA graph does.
 
-    Runs `n` faces and their mirror images. Returns {"faces", "mirror_steps" (largest output difference between a
-    face and its mirror, in int8 output steps), "spread_steps" (largest difference between faces), "tta": "flip"
-    (symmetric within tolerance_steps), "none" (not), or None (outputs barely vary across faces, as with a model
-    answering one class for everything: symmetry then says nothing)}.
+    Runs `n` faces and their mirror images; for each face, the largest output difference in int8 output steps.
+    A flip-TTA graph's two branches round differently, so it is not exact: on the shipped model a median of 2
+    steps (at most 10), against 38 for the plain model. Returns {"faces", "mirror_steps" (median over the faces),
+    "mirror_steps_max", "between_steps" (the same median between different faces), "tta": "flip" (median within
+    tolerance_steps), "none", or None when different faces barely change the outputs either (a model answering one
+    class for everything): symmetry then says nothing}.
     """
     x = faces.resized(int8.height, int8.width).x[:n]
     plain, mirrored = int8.scores(x), int8.scores(x[:, :, ::-1])
-    mirror_steps = float(np.abs(plain - mirrored).max() / int8.out_scale)
-    spread_steps = float(np.abs(plain - plain[0]).max() / int8.out_scale)
-    tta = None if spread_steps <= 2 * tolerance_steps else "flip" if mirror_steps <= tolerance_steps else "none"
-    return {"faces": len(x), "mirror_steps": round(mirror_steps, 3), "spread_steps": round(spread_steps, 3), "tta": tta}
+    mirror = np.abs(plain - mirrored).max(axis=1) / int8.out_scale
+    between = np.abs(plain - np.roll(plain, 1, axis=0)).max(axis=1) / int8.out_scale
+    mirror_steps, between_steps = float(np.median(mirror)), float(np.median(between))
+    tta = None if between_steps <= 3 * tolerance_steps else "flip" if mirror_steps <= tolerance_steps else "none"
+    return {"faces": len(x), "mirror_steps": round(mirror_steps, 2), "mirror_steps_max": round(float(mirror.max()), 2),
+            "between_steps": round(between_steps, 2), "tta": tta}

@@ -52,8 +52,8 @@ def _provenance(result: dict) -> list[str]:
     tta = result.get("tta")
     if tta:
         applied = "flip TTA applied to the float model" if tta["applied"] == "flip" else "no TTA"
-        lines.append(f"{applied} ({tta['source']}; mirror difference {tta['mirror_steps']:g} int8 steps on "
-                     f"{tta['faces']} faces)")
+        lines.append(f"{applied} ({tta['source']}; a face against its mirror image: median {tta['mirror_steps']:g} "
+                     f"int8 output steps on {tta['faces']} faces, against {tta['between_steps']:g} between faces)")
     if result.get("source_mismatch"):
         lines.append(f"warning: {result['source_mismatch']}")
     if result.get("float_checks", {}).get("order_note"):
