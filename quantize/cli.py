@@ -10,7 +10,7 @@ from pathlib import Path
 from quantize import __version__
 from quantize.errors import QuantizeError
 from quantize.labels import LABELS_HELP
-from quantize.options import finite_float, non_negative_float, percent
+from quantize.options import finite_float, non_negative_float, nonzero_float, percent, positive_int
 
 EXIT_OK, EXIT_GATE, EXIT_INPUT = 0, 1, 2
 
@@ -72,18 +72,20 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("convert", help="convert a Keras model to a full-int8 .tflite that takes raw pixels",
                        description="Full-integer post-training quantization: int8 weights, activations, input and "
                        "output. The input normalization is folded into the graph, so the .tflite takes raw grayscale "
-                       "pixels 0-255 (as int8, pixel - 128). Writes OUT and its sidecar OUT.json.",
+                       "pixels 0-255 (as int8, pixel - 128). Writes OUT and its sidecar: OUT with .json in place of its suffix "
+                       "(fer.tflite -> fer.json).",
                        epilog="Example, a model trained on pixels in [-1, 1]: quantize convert emotion_model.hdf5 "
                        "--data fer2013.csv --out fer.tflite --input-scale 0.00784 --input-offset -1")
     p.add_argument("model", type=Path, metavar="MODEL", help="Keras model: .keras, or legacy Keras 2 .h5/.hdf5")
     p.add_argument("--data", required=True, type=Path, help=DATA_HELP)
-    p.add_argument("--out", required=True, type=Path, help="the .tflite file to write (the sidecar goes to OUT.json)")
+    p.add_argument("--out", required=True, type=Path,
+                   help="the .tflite file to write (the sidecar is OUT with .json in place of .tflite: fer.tflite -> fer.json)")
     _normalization_flags(p, "default 1/255; 1 when the model has its own Rescaling or Normalization layer at its input")
     p.add_argument("--labels", help=LABELS_HELP + " (default fer2013; written into the sidecar)")
     _model_code_flag(p)
     _gate_flags(p, "warn")
     p.add_argument("--calibration-split", default="Training", help="split to draw calibration faces from (default Training)")
-    p.add_argument("--calibration-size", type=int, default=300, help="stratified calibration faces (default 300)")
+    p.add_argument("--calibration-size", type=positive_int, default=300, help="stratified calibration faces (default 300)")
     p.add_argument("--eval-split", default="PublicTest",
                    help="split whose float and int8 accuracy go into the sidecar (default PublicTest; skipped if absent)")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration sample (default 0)")
@@ -117,7 +119,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _normalization_flags(p: argparse.ArgumentParser, where: str) -> None:
-    p.add_argument("--input-scale", type=finite_float, metavar="S",
+    p.add_argument("--input-scale", type=nonzero_float, metavar="S",
                    help=f"the float model sees pixel * S + O ({where})")
     p.add_argument("--input-offset", type=finite_float, metavar="O",
                    help="see --input-scale (0 for [0, 1] inputs, -1 with S=0.00784 for [-1, 1])")
@@ -268,6 +270,9 @@ def _convert(args) -> int:
     height, width = input_size(model)
     faces = load_split(args.data, args.calibration_split)
     calibration = faces.stratified_sample(args.calibration_size, args.seed).resized(height, width)
+    if len(calibration) < args.calibration_size:
+        print(f"quantize: warning: --calibration-size {args.calibration_size}, but the {args.calibration_split} split "
+              f"has only {len(faces)} faces: calibrating on all {len(faces)}", file=sys.stderr)
     for finding in gate.inspect_model(model, calibration, norm, labels, gate.thresholds_from(args))["findings"]:
         print(f"quantize: warning: on the {len(calibration)} calibration faces, {finding.message}", file=sys.stderr)
     with console.status(f"calibrating and converting on {len(calibration)} faces ({height}x{width})..."):
@@ -301,7 +306,7 @@ def _check(args) -> int:
     import numpy as np
 
     from quantize import gate, report, sidecar
-    from quantize.compare import compare
+    from quantize.compare import compare, mirror_symmetry
     from quantize.datasets import load_split
     from quantize.errors import ModelError
     from quantize.keras_io import Normalization, load_keras, resolve_normalization, sha256, with_flip_tta
@@ -321,19 +326,36 @@ def _check(args) -> int:
         meta = sidecar.read(args.tflite)
     except ModelError as exc:
         if scale is None or offset is None:
-            raise QuantizeError(f"{exc}; pass --input-scale and --input-offset instead") from None
+            raise QuantizeError(f"{exc}; pass --input-scale and --input-offset instead (and --labels when the model's "
+                                "outputs are not in FER2013's order)") from None
         meta = {}
-    if meta.get("tta", "none") == "flip":
-        model = with_flip_tta(model)  # compare like with like: the int8 graph averages both views
-    if scale is None or offset is None:
+    mismatch = None
+    if meta:
+        if meta["source"]["sha256"] != sha256(args.keras):
+            mismatch = (f"{args.tflite} was converted from a different file than {args.keras} "
+                        f"(sha256 {meta['source']['sha256'][:12]}...)")
+            print(f"quantize: warning: {mismatch}", file=sys.stderr)
         recorded = meta["normalization"]
+        norm_source = "sidecar" if scale is None and offset is None else "flags" if None not in (scale, offset) \
+            else "flags and sidecar"
         scale = recorded["input_scale"] if scale is None else scale
         offset = recorded["input_offset"] if offset is None else offset
-        if meta["source"]["sha256"] != sha256(args.keras):
-            print(f"quantize: warning: {args.tflite} was converted from a different file than {args.keras} "
-                  f"(sha256 {meta['source']['sha256'][:12]}...)", file=sys.stderr)
+    else:
+        norm_source = "flags"
     faces = load_split(args.data, args.split)
+    tta = _tta_for_check(meta, mirror_symmetry(int8, faces), args.tflite, sidecar.path_for(args.tflite))
+    if tta["applied"] == "flip":
+        model = with_flip_tta(model)  # compare like with like: the int8 graph averages both views
+    if len(faces) < 500:
+        worth = 100 / len(faces)
+        share = f", {worth / args.max_drop:.0%} of --max-drop {args.max_drop:g}" if args.max_drop else ""
+        print(f"quantize: warning: only {len(faces)} faces in the {args.split} split (under 500): one face is worth "
+              f"{worth:.2f} points{share}", file=sys.stderr)
     result = compare(model, args.keras, int8, faces, Normalization(scale, offset), latency=args.latency, labels=labels)
+    result["normalization"]["source"] = norm_source
+    result["tta"] = tta
+    if mismatch:
+        result["source_mismatch"] = mismatch
     inspection = gate.inspect(np.array(result["float"]["by_output"]), labels, gate.thresholds_from(args))
     result["float_checks"] = gate.as_json(inspection)
     result["max_drop_pts"] = args.max_drop
@@ -341,9 +363,35 @@ def _check(args) -> int:
     report.print_table(result, args.max_drop)
     for finding in inspection["findings"]:
         print(f"quantize: check failed: {finding.message}", file=sys.stderr)
+    if mismatch and not result["passed"]:
+        print(f"quantize: check failed; a likely cause: {mismatch}: check the int8 model against the Keras file it "
+              "was converted from", file=sys.stderr)
     if args.report:
         report.write(result, args.report)
     return EXIT_OK if result["passed"] else EXIT_GATE
+
+
+def _tta_for_check(meta: dict, symmetry: dict, tflite: Path, sidecar_path: Path) -> dict:
+    """Whether check evaluates the float model with flip TTA, and why: the sidecar, checked against what the int8
+    graph does (a flip-TTA graph answers the same for a face and its mirror image), or the graph alone."""
+    graph = symmetry["tta"]
+    seen = (f"its outputs for a face and its mirror image differ by a median of {symmetry['mirror_steps']:g} int8 "
+            f"steps over {symmetry['faces']} faces, different faces by {symmetry['between_steps']:g}")
+    if meta:
+        recorded = meta.get("tta", "none")
+        if graph == "flip" and recorded != "flip":
+            raise QuantizeError(f"{sidecar_path} says tta {recorded!r}, but {tflite} averages each face with its mirror "
+                                f"image ({seen}): the sidecar does not describe this model; convert it again")
+        if graph == "none" and recorded == "flip":
+            raise QuantizeError(f"{sidecar_path} says tta 'flip', but {tflite} does not average mirror images "
+                                f"({seen}): the sidecar does not describe this model; convert it again")
+        source = "sidecar, confirmed by the int8 graph" if graph else \
+            "sidecar (the int8 outputs barely vary on these faces, so the graph cannot confirm it)"
+        return {"applied": recorded, "source": source, **symmetry}
+    if graph is None:
+        return {"applied": "none", "source": "no sidecar, and the int8 outputs barely vary on these faces: assumed none",
+                **symmetry}
+    return {"applied": graph, "source": "detected from the int8 graph (no sidecar)", **symmetry}
 
 
 if __name__ == "__main__":

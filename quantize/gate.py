@@ -8,6 +8,9 @@ Three signs, each read from one confusion matrix (true FER2013 class x model out
   the given one, and itself clears the chance check (a model trained with the alphabetical folder order,
   scored in FER2013's).
 
+The label order is judged only on `MIN_ORDER_FACES` faces or more: on fewer, the best of 5040 orders beats
+the given one by a few faces' worth by luck alone, and one face is worth more than half a point.
+
 The best assignment is found exactly by trying all 7! = 5040 of them (a few milliseconds with numpy);
 with 7 classes that needs no Hungarian solver and no SciPy.
 """
@@ -39,6 +42,8 @@ class Finding:
     message: str
 
 
+MIN_ORDER_FACES = 200
+
 _PERMUTATIONS = np.array(list(itertools.permutations(range(len(EMOTIONS)))), dtype=np.int64)  # (5040, 7)
 
 
@@ -56,7 +61,8 @@ def inspect(by_output: np.ndarray, labels: tuple[str, ...], thresholds: Threshol
     """What the confusion matrix (7, 7; rows true FER2013 class, columns model output) says of the model.
 
     Returns {"accuracy", "chance", "commonest", "top_answer", "top_share", "best_labels", "best_accuracy",
-    "findings": [Finding...]}; accuracies and shares are fractions 0-1.
+    "order_checked", "order_note", "findings": [Finding...]}; accuracies and shares are fractions 0-1;
+    order_note says why the label order was not judged (None when it was).
     """
     by_output = np.asarray(by_output, dtype=np.int64)
     n = int(by_output.sum())
@@ -87,7 +93,11 @@ def inspect(by_output: np.ndarray, labels: tuple[str, ...], thresholds: Threshol
     # A better order counts only where it makes a model worth having: renaming the one answer of a model that
     # answers one class for every face would "gain" up to the commonest class's share, and explain nothing.
     credible = (best_accuracy - chance) * 100 >= thresholds.min_above_chance_pts
-    if (best_accuracy - accuracy) * 100 > thresholds.max_order_gain_pts and credible:
+    order_checked = n >= MIN_ORDER_FACES
+    order_note = None if order_checked else (
+        f"label order not checked: {n} faces are fewer than {MIN_ORDER_FACES} (the best of 5040 orders would beat "
+        "the right one by luck)")
+    if order_checked and (best_accuracy - accuracy) * 100 > thresholds.max_order_gain_pts and credible:
         alphabetical = ""
         if describe(best_labels) == "alphabetical":
             alphabetical = " (the alphabetical folder order of Keras' directory loaders)"
@@ -97,7 +107,8 @@ def inspect(by_output: np.ndarray, labels: tuple[str, ...], thresholds: Threshol
             f"{thresholds.max_order_gain_pts:g} points): pass the order the model was trained with")))
     return {"accuracy": float(accuracy), "chance": float(chance), "commonest": commonest, "top_answer": top_answer,
             "top_share": float(top_share), "labels": list(labels), "best_labels": list(best_labels),
-            "best_accuracy": float(best_accuracy), "findings": findings}
+            "best_accuracy": float(best_accuracy), "order_checked": order_checked, "order_note": order_note,
+            "findings": findings}
 
 
 def as_json(inspection: dict) -> dict:

@@ -26,6 +26,7 @@ from quantize.tfenv import tensorflow
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 ZIP_SIGNATURE = b"PK\x03\x04"
 LFS_POINTER = b"version https://git-lfs.github.com/spec/"
+TFLITE_IDENTIFIER = b"TFL3"  # a TFLite flatbuffer's file identifier, at bytes 4-8
 # An HDF5 superblock may sit after a user block of 512, 1024, 2048... bytes.
 HDF5_OFFSETS = (0, 512, 1024, 2048, 4096)
 
@@ -46,10 +47,14 @@ def sniff(path: Path) -> str:
     with path.open("rb") as f:
         head = f.read(4096 + len(HDF5_SIGNATURE))
     if head.startswith(ZIP_SIGNATURE):
+        _check_zip(path)
         return "zip"
     if any(head[i : i + len(HDF5_SIGNATURE)] == HDF5_SIGNATURE for i in HDF5_OFFSETS):
         return "hdf5"
     size = path.stat().st_size
+    if head[4:8] == TFLITE_IDENTIFIER:
+        return _raise(f"{path}: a TFLite flatbuffer (an already converted model), not a Keras model: convert takes the "
+                      "float Keras model (.keras or .h5) it was made from")
     if head.startswith(LFS_POINTER):
         return _raise(f"{path}: a Git LFS pointer ({size} bytes), not the model itself: the repository was cloned "
                       "without git-lfs; run `git lfs install && git lfs pull` in it, or download the file from the "
@@ -63,6 +68,19 @@ def sniff(path: Path) -> str:
         return _raise(f"{path}: an empty file, not a Keras model")
     return _raise(f"{path}: not a Keras model: neither an HDF5 file (legacy .h5) nor a zip archive (.keras); "
                   f"it starts with {head[:16]!r}")
+
+
+def _check_zip(path: Path) -> None:
+    """ModelError for a zip whose central directory is missing or damaged (a partial download), which Keras
+    reports as "File not found"."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            archive.infolist()
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise ModelError(f"{path}: a truncated or corrupt zip archive ({exc}; {path.stat().st_size:,} bytes): likely a "
+                         "partial download; download the .keras file again") from None
 
 
 def _check_hdf5_holds_a_model(path: Path) -> None:
@@ -92,8 +110,14 @@ def load_keras(path: Path, custom_objects: Path | None = None):
     Raises ModelError naming the file (what it is when it is not a model), QuantizeError for a bad
     --custom-objects file.
     """
+    if path.is_dir():
+        savedmodel = " (a TensorFlow SavedModel)" if (path / "saved_model.pb").is_file() else ""
+        raise ModelError(f"{path}: a folder{savedmodel}, not a model file: a SavedModel is not supported; load it in "
+                         "TensorFlow and save it as .keras (model.save('model.keras'))")
     if not path.is_file():
         raise ModelError(f"{path}: no such model file")
+    if path.suffix.lower() == ".tflite":
+        sniff(path)  # names a flatbuffer for what it is
     if path.suffix.lower() not in {".keras", ".h5", ".hdf5"}:
         raise ModelError(f"{path}: expected a .keras or legacy Keras 2 .h5/.hdf5 file")
     kind = sniff(path)  # before TensorFlow is imported: a wrong file is named at once

@@ -33,6 +33,25 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def nonzero_float(text: str) -> float:
+    """A finite float other than 0 (an input scale of 0 would feed the model a constant)."""
+    value = finite_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must not be 0 (every pixel would become the same value)")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
+    return value
+
+
 def percent(text: str) -> float:
     """A finite float in 0..100."""
     value = finite_float(text)

@@ -27,14 +27,38 @@ def print_table(result: dict, max_drop: float, console: Console | None = None) -
         a, b = fl["per_class"][name], q["per_class"][name]
         table.add_row(f"  {name} P/R/F1 (n={a['support']})", _prf(a), _prf(b))
     console.print(table)
+    # Off a terminal (a CI log, a pipe) rich would wrap at 80 columns mid-phrase; a long line greps better.
+    wrap = {"soft_wrap": not console.is_terminal}
     if result["labels"] != list(EMOTIONS):
-        console.print(f"model outputs scored as: {', '.join(result['labels'])}")
+        console.print(f"model outputs scored as: {', '.join(result['labels'])}", **wrap)
+    for line in _provenance(result):
+        console.print(line, **wrap, markup=False)
     verdict = "[green]PASS[/]" if result["drop_pts"] <= max_drop else "[red]FAIL[/]"
-    console.print(f"drop {result['drop_pts']:+.2f} points (max {max_drop}), agreement {result['agreement']:.2%}: {verdict}")
+    console.print(f"drop {result['drop_pts']:+.2f} points (max {max_drop}), agreement {result['agreement']:.2%}: "
+                  f"{verdict}", **wrap)
     if "float_checks" in result:
         findings = result["float_checks"]["findings"]
         verdict = f"[red]FAIL[/] ({', '.join(f['kind'] for f in findings)}: see below)" if findings else "[green]PASS[/]"
-        console.print(f"float model (above chance, varied answers, label order): {verdict}")
+        console.print(f"float model (above chance, varied answers, label order): {verdict}", **wrap)
+
+
+def _provenance(result: dict) -> list[str]:
+    """Where the normalization came from and whether the float model was evaluated with flip TTA."""
+    lines = []
+    norm = result.get("normalization", {})
+    if "source" in norm:
+        lines.append(f"normalization: pixel * {norm['input_scale']:.6g} + {norm['input_offset']:g} (from the "
+                     f"{norm['source']})")
+    tta = result.get("tta")
+    if tta:
+        applied = "flip TTA applied to the float model" if tta["applied"] == "flip" else "no TTA"
+        lines.append(f"{applied} ({tta['source']}; a face against its mirror image: median {tta['mirror_steps']:g} "
+                     f"int8 output steps on {tta['faces']} faces, against {tta['between_steps']:g} between faces)")
+    if result.get("source_mismatch"):
+        lines.append(f"warning: {result['source_mismatch']}")
+    if result.get("float_checks", {}).get("order_note"):
+        lines.append(result["float_checks"]["order_note"])
+    return lines
 
 
 def write(result: dict, directory: Path) -> None:
@@ -69,12 +93,16 @@ def markdown(result: dict) -> str:
         "",
         f"Model outputs scored as: {', '.join(result['labels'])}.",
         "",
+        *[f"- {line}" for line in _provenance(result)],
+        "",
     ]
     checks = result.get("float_checks")
     if checks:
+        order = f"best label order {', '.join(checks['best_labels'])} {checks['best_accuracy']:.2%}" \
+            if checks.get("order_checked", True) else checks["order_note"]
         lines.append(f"Float model checks: accuracy {checks['accuracy']:.2%}, always {checks['commonest']!r} "
                      f"{checks['chance']:.2%}, most frequent answer {checks['top_answer']!r} {checks['top_share']:.2%}, "
-                     f"best label order {', '.join(checks['best_labels'])} {checks['best_accuracy']:.2%}.")
+                     f"{order}.")
         lines += [f"- **FAIL**: {f['message']}" for f in checks["findings"]] or ["- PASS"]
         lines.append("")
     lines += [

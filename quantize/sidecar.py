@@ -1,7 +1,7 @@
 """The JSON file beside every converted model: what a runtime needs to feed it and what it scored.
 
 Format 1 (edged reads it):
-{"format": 1, "model_id": str, "labels": [7 names, one per output, in output order],
+{"format": 1, "model_id": str (see `model_id`), "labels": [7 names, one per output, in output order],
  "input": {"height", "width", "dtype": "int8", "scale", "zero_point", "pixels": "raw grayscale 0-255"},
  "output": {"dtype", "scale", "zero_point"},
  "normalization": {"input_scale", "input_offset", "in_model": str | null},
@@ -15,6 +15,7 @@ Format 1 (edged reads it):
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from pathlib import Path
 
@@ -35,6 +36,14 @@ def path_for(tflite: Path) -> Path:
     return tflite.with_suffix(".json")
 
 
+def model_id(stem: str, source_sha256: str, labels, tta: str, norm) -> str:
+    """`stem-xxxxxxxx`: a short hash of what decides the published emotions (the source file, the output labels,
+    the TTA and the normalization folded in), so two different mappings of one file never share an id."""
+    key = json.dumps({"sha256": source_sha256, "labels": list(labels), "tta": tta,
+                      "input_scale": float(norm.scale), "input_offset": float(norm.offset)}, sort_keys=True)
+    return f"{stem}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
+
+
 def build(int8: Int8Model, source: Path, source_sha256: str, norm, calibration: dict, accuracy: dict | None,
           labels: tuple[str, ...] = EMOTIONS, in_model: str | None = None, tta: str = "none",
           face_crop: dict | None = None) -> dict:
@@ -49,7 +58,7 @@ def build(int8: Int8Model, source: Path, source_sha256: str, norm, calibration: 
         source_info["keras2_config_rewritten"] = rewritten[1]
     return {
         "format": FORMAT,
-        "model_id": f"{int8.path.stem}-{source_sha256[:8]}",
+        "model_id": model_id(int8.path.stem, source_sha256, labels, tta, norm),
         "labels": list(labels),
         "input": {"height": int8.height, "width": int8.width, "dtype": "int8", "scale": float(int8.in_scale),
                   "zero_point": int(int8.in_zero), "pixels": "raw grayscale 0-255"},

@@ -50,7 +50,7 @@ def test_convert_writes_int8_model_and_sidecar(tiny, converted48):
     assert meta["input"]["dtype"] == "int8" and meta["input"]["scale"] == 1.0 and meta["input"]["zero_point"] == -128
     assert meta["source"]["file"] == "small48.keras" and len(meta["source"]["sha256"]) == 64
     assert meta["normalization"] == {"input_scale": pytest.approx(1 / 255), "input_offset": 0.0, "in_model": None}
-    assert meta["accuracy"]["split"] == "PublicTest" and meta["accuracy"]["n"] == 140
+    assert meta["accuracy"]["split"] == "PublicTest" and meta["accuracy"]["n"] == 210
     assert meta["calibration"]["n"] == 300
 
 
@@ -67,17 +67,24 @@ def test_check_report_matches_an_independent_count(tiny, converted48, tmp_path):
                       "--report", tmp_path, "--max-drop", "5")
     assert result.returncode == 0, result.stderr
     assert "agreement" in result.stdout and "PASS" in result.stdout
+    assert "normalization: pixel * 0.00392157 + 0 (from the sidecar)" in result.stdout
+    assert "no TTA (sidecar, confirmed by the int8 graph;" in result.stdout
+    assert ("only 210 faces in the PublicTest split (under 500): one face is worth 0.48 points, 10% of --max-drop 5"
+            in result.stderr)
     report = json.loads((tmp_path / "report.json").read_text())
+    assert report["tta"]["applied"] == "none" and report["tta"]["mirror_steps"] > 4
+    assert report["normalization"]["source"] == "sidecar"
+    assert "no TTA (sidecar, confirmed by the int8 graph" in (tmp_path / "report.md").read_text()
     x, y = public_pixels(tiny, 48)
     float_pred = np.load(tiny / "small48.keras.pred.npy")
     int8_pred = int8_predictions(converted48, x)
-    assert report["n"] == len(y) == 140
+    assert report["n"] == len(y) == 210
     assert report["float"]["accuracy"] == pytest.approx(np.mean(float_pred == y))
     assert report["int8"]["accuracy"] == pytest.approx(np.mean(int8_pred == y))
     assert report["drop_pts"] == pytest.approx(100 * (np.mean(float_pred == y) - np.mean(int8_pred == y)))
     assert report["agreement"] == pytest.approx(np.mean(float_pred == int8_pred))
     confusion = np.array(report["int8"]["confusion"])
-    assert confusion.sum() == 140 and np.trace(confusion) == np.sum(int8_pred == y)
+    assert confusion.sum() == 210 and np.trace(confusion) == np.sum(int8_pred == y)
     happy = report["int8"]["per_class"]["happy"]
     assert happy["support"] == np.sum(y == 3)
     assert happy["recall"] == pytest.approx(np.sum((int8_pred == 3) & (y == 3)) / np.sum(y == 3))
@@ -88,9 +95,11 @@ def test_check_report_matches_an_independent_count(tiny, converted48, tmp_path):
 
 def test_legacy_h5_64px_with_normalization_flags(tiny, tmp_path):
     out = tmp_path / "small64.tflite"
-    quantize("convert", tiny / "small64.h5", "--data", tiny / "faces.csv", "--out", out,
-             "--input-scale", 2 / 255, "--input-offset", -1, check=True)
+    result = quantize("convert", tiny / "small64.h5", "--data", tiny / "faces.csv", "--out", out,
+                      "--input-scale", 2 / 255, "--input-offset", -1, "--calibration-size", "1000", check=True)
+    assert result.stderr.count("--calibration-size 1000, but the Training split has only 420 faces") == 1
     meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["calibration"]["n"] == 420
     assert (meta["input"]["height"], meta["input"]["width"]) == (64, 64)
     x, _ = public_pixels(tiny, 64)
     agreement = np.mean(int8_predictions(out, x) == np.load(tiny / "small64.h5.pred.npy"))
@@ -116,10 +125,13 @@ def test_gate_exits_1_when_drop_exceeds_max(tiny, tmp_path):
     # The int8 model of an untrained network checked against the trained float model: a drop of tens of points.
     untrained = tmp_path / "untrained.tflite"
     quantize("convert", tiny / "untrained.keras", "--data", tiny / "faces.csv", "--out", untrained, check=True)
+    # With the normalization flags given, the sidecar is still compared with --keras, and named as a likely cause.
     result = quantize("check", "--keras", tiny / "small48.keras", "--tflite", untrained, "--data", tiny / "faces.csv",
-                      "--max-drop", "1.0", "--no-latency", "--report", tmp_path)
+                      "--max-drop", "1.0", "--no-latency", "--report", tmp_path, "--input-scale", 1 / 255,
+                      "--input-offset", 0)
     assert result.returncode == 1
     assert "FAIL" in result.stdout and "different file" in result.stderr
+    assert "check failed; a likely cause: " in result.stderr and "was converted from a different file" in result.stderr
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["drop_pts"] > 1.0 and report["passed"] is False
 
@@ -154,7 +166,41 @@ def test_check_without_sidecar_asks_for_flags(tiny, converted48, tmp_path):
     lone.write_bytes(converted48.read_bytes())
     result = quantize("check", "--keras", tiny / "small48.keras", "--tflite", lone, "--data", tiny / "faces.csv")
     assert result.returncode == 2
-    assert "lone.json is missing" in result.stderr and "--input-scale" in result.stderr
+    assert "lone.json is missing" in result.stderr and "--input-scale" in result.stderr and "--labels" in result.stderr
+
+
+def test_flip_tta_is_read_from_the_graph_and_checked_against_the_sidecar(tiny, converted48, tmp_path):
+    """A flip-TTA graph answers the same for a face and its mirror image; a plain one does not (the gratings' mirror
+    image is another class). Without a sidecar that decides how the float model is evaluated; with one, a sidecar
+    that says otherwise is refused."""
+    flip = tmp_path / "flip.tflite"
+    quantize("convert", tiny / "small48.keras", "--data", tiny / "faces.csv", "--out", flip, "--tta", "flip", check=True)
+    lone = tmp_path / "lone" / "flip.tflite"
+    lone.parent.mkdir()
+    lone.write_bytes(flip.read_bytes())
+    common = ("--keras", tiny / "small48.keras", "--data", tiny / "faces.csv", "--no-latency", "--max-drop", "100")
+    result = quantize("check", "--tflite", lone, "--input-scale", 1 / 255, "--input-offset", 0, *common,
+                      "--report", tmp_path / "r")
+    assert "flip TTA applied to the float model (detected from the int8 graph (no sidecar);" in result.stdout, result.stderr
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["tta"]["applied"] == "flip" and report["tta"]["mirror_steps"] <= 4
+    assert report["normalization"]["source"] == "flags"
+    assert abs(report["drop_pts"]) < 5, "like with like: the float model averages both views too"
+
+    def with_sidecar_tta(tflite, tta):
+        copy = tmp_path / tta / tflite.name
+        copy.parent.mkdir(exist_ok=True)
+        copy.write_bytes(tflite.read_bytes())
+        meta = json.loads(tflite.with_suffix(".json").read_text())
+        copy.with_suffix(".json").write_text(json.dumps({**meta, "tta": tta}))
+        return copy
+
+    result = quantize("check", "--tflite", with_sidecar_tta(flip, "none"), *common)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "flip.json says tta 'none', but" in result.stderr and "averages each face with its mirror image" in result.stderr
+    result = quantize("check", "--tflite", with_sidecar_tta(converted48, "flip"), *common)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "small48.json says tta 'flip', but" in result.stderr and "does not average mirror images" in result.stderr
 
 
 def test_train_cli_writes_model_and_history(tiny, tmp_path):

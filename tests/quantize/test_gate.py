@@ -4,6 +4,7 @@ Fast: no TensorFlow in these (the CLI runs stop before importing it)."""
 
 import argparse
 import json
+import zipfile
 
 import numpy as np
 import pytest
@@ -11,9 +12,9 @@ from runcli import quantize
 
 from quantize import gate
 from quantize.errors import ModelError, QuantizeError
-from quantize.keras_io import keras2_rewrites, sniff
+from quantize.keras_io import keras2_rewrites, load_keras, sniff
 from quantize.labels import ALPHABETICAL, EMOTIONS, describe, parse_labels
-from quantize.options import finite_float, non_negative_float, percent
+from quantize.options import finite_float, non_negative_float, nonzero_float, percent, positive_int
 
 DEFAULT = gate.Thresholds()
 
@@ -24,7 +25,7 @@ def confusion_of(y_true, outputs):
     return confusion(np.asarray(y_true), np.asarray(outputs))
 
 
-def faces_answered(labels_of_outputs, n_per_class=20, correct=0.8, seed=0):
+def faces_answered(labels_of_outputs, n_per_class=30, correct=0.8, seed=0):
     """True FER classes and the outputs of a model that is right `correct` of the time in its own order."""
     rng = np.random.default_rng(seed)
     y = np.repeat(np.arange(7), n_per_class)
@@ -59,7 +60,7 @@ def test_parse_labels_refuses_what_is_not_the_seven_emotions(text, message):
 def test_a_good_model_in_its_own_order_passes():
     y, out = faces_answered(ALPHABETICAL)
     result = gate.inspect(confusion_of(y, out), ALPHABETICAL, DEFAULT)
-    assert result["findings"] == [] and result["accuracy"] > 0.75
+    assert result["findings"] == [] and result["accuracy"] > 0.7  # 0.8 + 0.2 / 7 expected
     assert tuple(result["best_labels"]) == ALPHABETICAL
 
 
@@ -145,9 +146,19 @@ def test_float_flags_refuse_non_finite(parse, text):
 
 def test_range_types():
     assert non_negative_float("0") == 0 and percent("100") == 100
-    for parse, text in ((non_negative_float, "-0.5"), (percent, "101"), (percent, "-1")):
+    assert nonzero_float("-0.5") == -0.5 and positive_int("1") == 1
+    for parse, text in ((non_negative_float, "-0.5"), (percent, "101"), (percent, "-1"), (nonzero_float, "0"),
+                        (positive_int, "0"), (positive_int, "-3"), (positive_int, "2.5")):
         with pytest.raises(argparse.ArgumentTypeError):
             parse(text)
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--calibration-size", "0"), ("--calibration-size", "-5"),
+                                             ("--input-scale", "0")])
+def test_constant_input_and_empty_calibration_are_usage_errors(tmp_path, flag, value):
+    result = quantize("convert", tmp_path / "m.keras", "--data", tmp_path, "--out", tmp_path / "m.tflite", flag, value)
+    assert result.returncode == 2
+    assert "usage: quantize convert" in result.stderr and f"argument {flag}:" in result.stderr
 
 
 @pytest.mark.parametrize("value", ["nan", "-1", "inf"])
@@ -207,8 +218,36 @@ def test_files_that_are_not_models_are_named_for_what_they_are(tmp_path, content
 def test_sniff_knows_hdf5_and_zip(tmp_path):
     (tmp_path / "a").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))
     (tmp_path / "b").write_bytes(bytes(512) + b"\x89HDF\r\n\x1a\n" + bytes(100))  # after a user block
-    (tmp_path / "c").write_bytes(b"PK\x03\x04" + bytes(100))
+    with zipfile.ZipFile(tmp_path / "c", "w") as archive:
+        archive.writestr("config.json", "{}")
     assert [sniff(tmp_path / n) for n in "abc"] == ["hdf5", "hdf5", "zip"]
+
+
+def test_truncated_zip_is_named_and_exits_2(tmp_path):
+    """A partial download of a .keras file: the zip's central directory (at its end) is missing."""
+    whole = tmp_path / "whole.keras"
+    with zipfile.ZipFile(whole, "w") as archive:
+        archive.writestr("model.weights.h5", bytes(5000))
+        archive.writestr("config.json", "{}")
+    cut = tmp_path / "partial.keras"
+    cut.write_bytes(whole.read_bytes()[:3000])
+    with pytest.raises(ModelError, match=r"partial\.keras: a truncated or corrupt zip archive"):
+        sniff(cut)
+    result = quantize("convert", cut, "--data", tmp_path, "--out", tmp_path / "x.tflite")
+    assert result.returncode == 2 and "a truncated or corrupt zip archive" in result.stderr, result.stderr
+
+
+def test_a_folder_or_a_tflite_as_the_model_is_named(tmp_path):
+    saved = tmp_path / "exported"
+    saved.mkdir()
+    (saved / "saved_model.pb").write_bytes(b"")
+    with pytest.raises(ModelError, match=r"exported: a folder \(a TensorFlow SavedModel\), not a model file: a "
+                       r"SavedModel is not supported; load it in TensorFlow and save it as .keras"):
+        load_keras(saved)
+    flatbuffer = tmp_path / "model.tflite"
+    flatbuffer.write_bytes(b"\x1c\x00\x00\x00TFL3" + bytes(100))
+    with pytest.raises(ModelError, match=r"model\.tflite: a TFLite flatbuffer .* convert takes the float Keras model"):
+        load_keras(flatbuffer)
 
 
 def _h5_with_config(path, config):
@@ -250,7 +289,8 @@ def test_current_configs_need_no_rewrite(tmp_path):
 
 def test_missing_custom_objects_file(tmp_path):
     model = tmp_path / "m.keras"
-    model.write_bytes(b"PK\x03\x04" + bytes(64))
+    with zipfile.ZipFile(model, "w") as archive:
+        archive.writestr("config.json", "{}")
     result = quantize("convert", model, "--data", tmp_path, "--out", tmp_path / "m.tflite", "--custom-objects",
                       tmp_path / "layers.py")
     assert result.returncode == 2 and f"--custom-objects {tmp_path / 'layers.py'}: no such file" in result.stderr
@@ -285,3 +325,29 @@ def test_hdf5_weights_without_a_model_are_named(tmp_path):
     result = quantize("convert", path, "--data", tmp_path, "--out", tmp_path / "x.tflite")
     assert result.returncode == 2
     assert f"{path}: an HDF5 file with weights only (saved with save_weights" in result.stderr
+
+
+def test_label_order_is_not_judged_on_a_small_set():
+    # An alphabetical model scored in FER2013's order: caught on 210 faces, not judged on 140.
+    for per_class, checked in ((30, True), (20, False)):
+        y, outputs = faces_answered(ALPHABETICAL, n_per_class=per_class)
+        result = gate.inspect(confusion_of(y, outputs), EMOTIONS, DEFAULT)
+        assert result["order_checked"] is checked
+        assert any(f.kind == "label_order" for f in result["findings"]) is checked
+        if not checked:
+            assert result["order_note"].startswith("label order not checked: 140 faces are fewer than 200")
+
+
+def test_model_id_changes_with_labels_tta_and_normalization():
+    from quantize.keras_io import Normalization
+    from quantize.sidecar import model_id
+
+    sha = "ab" * 32
+    base = model_id("emotions", sha, EMOTIONS, "none", Normalization())
+    assert base.startswith("emotions-") and len(base) == len("emotions-") + 8
+    assert base == model_id("emotions", sha, EMOTIONS, "none", Normalization())
+    others = {model_id("emotions", sha, ALPHABETICAL, "none", Normalization()),
+              model_id("emotions", sha, EMOTIONS, "flip", Normalization()),
+              model_id("emotions", sha, EMOTIONS, "none", Normalization(2 / 255, -1)),
+              model_id("emotions", "cd" * 32, EMOTIONS, "none", Normalization())}
+    assert len(others) == 4 and base not in others

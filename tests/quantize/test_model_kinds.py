@@ -45,6 +45,7 @@ def test_alphabetical_model_scored_in_fer_order_fails_and_names_the_order(tiny, 
     result = check(tiny, "alphabetical48.keras", out, "--report", tmp_path / "r")
     assert result.returncode == 1, result.stdout + result.stderr
     assert "check failed: the labels look mis-ordered: --labels alphabetical (the alphabetical folder order" in result.stderr
+    assert "float model (above chance, varied answers, label order): FAIL (label_order: see below)" in result.stdout
     checks = json.loads((tmp_path / "r" / "report.json").read_text())["float_checks"]
     assert tuple(checks["best_labels"]) == ALPHABETICAL and checks["labels"] == list(EMOTIONS)
     y = np.load(tiny / "public_y.npy")
