@@ -206,6 +206,9 @@ def _run_training(args, options_extra: dict | None = None, soft=None) -> int:
         state = train.resume_state(args.resume, args.data)
         checkpoint = args.resume
         print(f"resuming {checkpoint}: epoch {state.epochs_done}/{state.options.total_epochs} done", file=sys.stderr)
+        for h in state.history[-3:]:  # where the run stands, also on a machine without its history file
+            print(f"  epoch {h['epoch']}: accuracy {h['accuracy']:.4f}, val_accuracy {h.get('val_accuracy', float('nan')):.4f}, "
+                  f"learning rate {h['learning_rate']:.2e}", file=sys.stderr)
         soft = None  # stored in the checkpoint
     else:
         if args.data is None or args.out is None:
