@@ -26,42 +26,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from clones import SCORES, kiosk, listening
+
 from edged.faces import Track, TrackEvent
 from edged.outbox import Outbox
 from edged.publisher import MqttPublisher
 from edged.settings import MqttSettings
-
-SCORES = {"angry": 0.05, "disgust": 0.0, "fear": 0.05, "happy": 0.7, "sad": 0.05, "surprise": 0.05, "neutral": 0.1}
-FIGURES = {"fps": 15.0, "latency_ms": {s: {"p50": 1.0, "p95": 2.0} for s in ("decode", "detect", "classify", "track",
-                                                                              "publish")},
-           "frames": 1, "frames_dropped": 0, "faces_seen": 1, "queue_depth": 0, "uptime_s": 1.0}
-
-
-def kiosk(pub: MqttPublisher, stop: threading.Event) -> None:
-    """What the pipeline hands the publisher at 10 fps with a face or two in view: state every frame (the publisher
-    sends one every 0.5 s), stats every 10 s."""
-    n = 0
-    pub.stats(FIGURES)
-    while not stop.wait(0.1):
-        n += 1
-        tracks = [Track(id=t, box=(10 + n % 50, 20, 64, 64), scores=SCORES, emotion="happy", first_seen_utc=1.7e9,
-                        last_seen_utc=1.7e9 + n) for t in ((1, 2) if n % 200 < 100 else (1,))]
-        pub.state(tracks, time.time())
-        if n % 100 == 0:
-            pub.stats({**FIGURES, "frames": n})
-
-
-def listening(port: int, timeout: float = 10.0) -> None:
-    """Wait until the broker accepts TCP connections on `port`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
 
 
 def main() -> None:
