@@ -108,13 +108,13 @@ def test_each_runtime_gives_the_same_scores(classifier, runtime):
         assert a == pytest.approx(b, abs=1 / 256 + 1e-6)  # one int8 output step at most
 
 
-def _with_face_crop(tmp_path, face_crop):
+def _with_sidecar(tmp_path, **changes):
+    """The project's model copied to tmp_path/m.tflite, its sidecar with `changes` applied."""
     source = require_model()
     model = tmp_path / "m.tflite"
     shutil.copy(source, model)
     meta = json.loads(source.with_suffix(".json").read_text())
-    meta["face_crop"] = face_crop
-    model.with_suffix(".json").write_text(json.dumps(meta))
+    model.with_suffix(".json").write_text(json.dumps(meta | changes))
     return model
 
 
@@ -122,10 +122,10 @@ def test_face_crop_frames_the_face_as_the_training_data_did(tmp_path):
     """The sidecar's face_crop sets the square fed to the model: scale x the box side, centre shifted in box sides."""
     gray = np.arange(400 * 400, dtype=np.uint32).reshape(400, 400).astype(np.uint8)
     box = (100, 120, 80, 80)
-    plain = EmotionClassifier(_with_face_crop(tmp_path, None))
+    plain = EmotionClassifier(_with_sidecar(tmp_path, face_crop=None))
     assert plain.face_crop == (1.0, 0.0, 0.0)
     assert plain._crop(gray, box).shape == (80, 80)
-    framed = EmotionClassifier(_with_face_crop(tmp_path, {"scale": 1.5, "shift_x": 0.0, "shift_y": -0.25}))
+    framed = EmotionClassifier(_with_sidecar(tmp_path, face_crop={"scale": 1.5, "shift_x": 0.0, "shift_y": -0.25}))
     crop = framed._crop(gray, box)
     # side 120 around (140, 160 - 20): rows 80..200, columns 80..200
     assert crop.shape == (120, 120)
@@ -138,21 +138,14 @@ def test_face_crop_frames_the_face_as_the_training_data_did(tmp_path):
 @pytest.mark.parametrize("face_crop", [{"scale": "wide"}, {"scale": 9}, {"shift_y": 0.9}, [1, 2]])
 def test_bad_face_crop_names_the_sidecar(tmp_path, face_crop):
     with pytest.raises(ModelError, match=r"m\.json: face_crop"):
-        EmotionClassifier(_with_face_crop(tmp_path, face_crop))
-
-
+        EmotionClassifier(_with_sidecar(tmp_path, face_crop=face_crop))
 
 
 def test_outputs_are_named_by_the_sidecars_label_order(classifier, tmp_path):
     """The same model with its sidecar's labels permuted: every probability moves to the name the sidecar gives it,
     and the keys stay in the contract's order."""
-    source = require_model()
-    model = tmp_path / "m.tflite"
-    shutil.copy(source, model)
-    meta = json.loads(source.with_suffix(".json").read_text())
     order = ["sad", "angry", "neutral", "disgust", "surprise", "happy", "fear"]
-    meta["labels"] = order
-    model.with_suffix(".json").write_text(json.dumps(meta))
+    model = _with_sidecar(tmp_path, labels=order)
     gray, boxes = _face(ASTRONAUT)
     (original,) = classifier.classify(gray, boxes)
     (renamed,) = EmotionClassifier(model).classify(gray, boxes)
@@ -164,11 +157,6 @@ def test_outputs_are_named_by_the_sidecars_label_order(classifier, tmp_path):
 @pytest.mark.parametrize("labels", [["angry", "disgust", "fear", "happy", "sad", "surprise", "contempt"],
                                     ["angry", "angry", "fear", "happy", "sad", "surprise", "neutral"]])
 def test_sidecar_labels_must_be_the_contracts_emotions(tmp_path, labels):
-    source = require_model()
-    model = tmp_path / "m.tflite"
-    shutil.copy(source, model)
-    meta = json.loads(source.with_suffix(".json").read_text())
-    meta["labels"] = labels
-    model.with_suffix(".json").write_text(json.dumps(meta))
+    model = _with_sidecar(tmp_path, labels=labels)
     with pytest.raises(ModelError, match=r"m\.json lists labels .*expected each of the contract's emotions once"):
         EmotionClassifier(model)
