@@ -40,6 +40,7 @@ from quantize.tfenv import tensorflow
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = 1
+RECALIBRATION_FACES = 8192  # training faces over which EMA weights get their batch-norm statistics
 
 
 @dataclass(frozen=True)
@@ -172,6 +173,8 @@ def train(state: RunState, checkpoint: Path, time_budget_s: float | None = None,
                       "learning_rate": float(optimizer.learning_rate.numpy()),  # of the next step
                       "step": int(optimizer.iterations.numpy())}
             ema = _ema_weights(model, optimizer)
+            if options.ema is not None:
+                ema = _recalibrated(model, ema, train_faces, options)
             if val_faces is not None:
                 record["val_accuracy"] = round(_accuracy(model, ema, val_faces, options), 5)
                 if state.best is None or record["val_accuracy"] > state.best["val_accuracy"]:
@@ -341,6 +344,39 @@ def _ema_weights(model, optimizer) -> list[np.ndarray]:
         averaged = {id(v): e.numpy() for v, e in
                     zip(model.trainable_variables, optimizer._model_variables_moving_average, strict=True)}
     return [averaged.get(id(v), v.numpy()) for v in model.weights]
+
+
+def _recalibrated(model, weights: list[np.ndarray], faces: Faces, options: TrainOptions,
+                  limit: int = RECALIBRATION_FACES, batch_size: int = 512) -> list[np.ndarray]:
+    """`weights` (all of them, `model.weights` order) with every batch norm's moving mean and variance
+    recomputed for them: the exact average of the batch statistics over `limit` training faces (a fixed
+    sample, centre crops, as the model sees faces at inference).
+
+    An EMA of the weights comes with the moving statistics of the live weights, which lag and do not match
+    it; recomputing them gave the warm-started run's epoch-24 snapshot +0.75 points on PublicTest (63.50% ->
+    64.25%). The model's own weights and batch-norm momenta are restored."""
+    from keras import layers
+
+    norms = [layer for layer in model._flatten_layers() if isinstance(layer, layers.BatchNormalization)]
+    if not norms:
+        return weights
+    own, momenta = model.get_weights(), [layer.momentum for layer in norms]
+    sample = np.random.default_rng(options.seed).permutation(len(faces))[:limit]
+    x = center_crop(tensorflow(), faces.x[np.sort(sample)][..., None].astype(np.float32) / 255.0, options.input_crop)
+    model.set_weights(weights)
+    try:
+        for layer in norms:
+            layer.moving_mean.assign(np.zeros(layer.moving_mean.shape, np.float32))
+            layer.moving_variance.assign(np.ones(layer.moving_variance.shape, np.float32))
+        for k, start in enumerate(range(0, len(x), batch_size)):
+            for layer in norms:
+                layer.momentum = k / (k + 1)  # moving = running mean of the batch statistics so far
+            model(x[start:start + batch_size], training=True)
+        return model.get_weights()
+    finally:
+        for layer, momentum in zip(norms, momenta, strict=True):
+            layer.momentum = momentum
+        model.set_weights(own)
 
 
 def deployable(options: TrainOptions, weights: list[np.ndarray] | None = None):
