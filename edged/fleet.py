@@ -52,6 +52,7 @@ def _fit(annotation: Any, value: Any) -> Any:
     return _known_fields(models[0], value) if len(models) == 1 and isinstance(value, dict) else value
 RECENT_SEQS = 4096  # how many recent (seq, ts) are remembered to tell a duplicate from a reset
 MAX_MISSING = 10_000  # missing seqs remembered individually, so a late one is recognised
+RECENT_EVENTS = 10  # latest events kept per device
 
 
 @dataclass
@@ -111,12 +112,19 @@ class DeviceView:
     faces: list[Face] = field(default_factory=list)
     seq: dict[str, SeqStream] = field(default_factory=lambda: {kind: SeqStream() for kind in _MODELS})
     emotions: deque[tuple[float, str]] = field(default_factory=deque)  # (received, emotion) of recent events
+    recent: deque[Event] = field(default_factory=lambda: deque(maxlen=RECENT_EVENTS))  # this device's, newest first
     malformed: int = 0  # payloads on this device's topics that are not the contract
     last_malformed: str | None = None  # why the latest one was refused
 
     @property
     def events_lost(self) -> int:
         return self.seq["events"].lost
+
+    def health(self, now: float, stale_s: float) -> str:
+        """online, offline, stale (online but nothing newer than `stale_s` seconds) or unknown (no status yet)."""
+        if self.status == STATUS_ONLINE and self.last_seen_utc is not None and now - self.last_seen_utc > stale_s:
+            return "stale"
+        return self.status
 
 
 @dataclass(frozen=True)
@@ -126,7 +134,8 @@ class Alert:
     detail: str
 
 
-def _epoch(ts: str) -> float:
+def ts_epoch(ts: str) -> float:
+    """A contract `ts` (ISO 8601, UTC, ending in Z) as UTC epoch seconds."""
     return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
 
 
@@ -141,46 +150,50 @@ class FleetView:
         self.events: deque[Event] = deque(maxlen=max_events)
         self.rejected = 0  # messages that are not contract payloads
 
-    def apply(self, topic: str, payload: bytes, now: float) -> None:
-        """Fold in one message received at `now`; malformed ones are counted in `rejected`, never raised."""
+    def apply(self, topic: str, payload: bytes, now: float) -> Event | State | Stats | None:
+        """Fold in one message received at `now`; malformed ones are counted in `rejected`, never raised.
+        Returns the payload folded in (None for a status, a duplicate or a malformed message), for callers that
+        keep more than the view does (the dashboard's history)."""
         parts = topic.split("/")
         if len(parts) != 3 or parts[0] != self.prefix:
             self.rejected += 1
-            return
+            return None
         _, device_id, kind = parts
         device = self.devices.setdefault(device_id, DeviceView(device_id))
         if not payload:
-            return  # an empty payload clears a retained message
+            return None  # an empty payload clears a retained message
         if kind == "status":
             status = payload.decode("utf-8", "replace")
             if status not in (STATUS_ONLINE, STATUS_OFFLINE):
                 self._malformed(device, f"status {status[:40]!r} is neither online nor offline")
             elif status != device.status:
                 device.status, device.status_since = status, now
-            return
+            return None
         model = _MODELS.get(kind)
         if model is None:
             self._malformed(device, f"unknown topic {kind[:40]!r}")
-            return
+            return None
         try:
             message = model.model_validate(_known_fields(model, json.loads(payload)))
         except ValidationError as exc:  # JSON, but not the contract
             self._malformed(device, f"{kind}: {exc.error_count()} fields not in the contract")
-            return
+            return None
         except (ValueError, TypeError, RecursionError) as exc:  # not JSON (or nested too deep to read)
             self._malformed(device, f"{kind}: not JSON ({type(exc).__name__})")
-            return
+            return None
         if device.seq[kind].add(message.seq, message.ts) == "duplicate":
-            return  # already folded in
-        device.last_seen_utc = max(device.last_seen_utc or 0.0, _epoch(message.ts))
+            return None  # already folded in
+        device.last_seen_utc = max(device.last_seen_utc or 0.0, ts_epoch(message.ts))
         if isinstance(message, Event):
             self.events.appendleft(message)
+            device.recent.appendleft(message)
             if message.type != "face_left":  # an emotion shown from now on: appeared, or changed to
                 device.emotions.append((now, message.emotion))
         elif isinstance(message, State):
             device.faces = message.faces
         elif isinstance(message, Stats):
             device.stats, device.fps = message, message.fps
+        return message
 
     def _malformed(self, device: DeviceView, why: str) -> None:
         self.rejected += 1
@@ -209,7 +222,7 @@ class FleetView:
             d = self.devices[name]
             if d.status == STATUS_OFFLINE:
                 out.append(Alert(name, "offline", "offline" + _since(d.last_seen_utc, now, " last seen ")))
-            elif d.status == STATUS_ONLINE and d.last_seen_utc is not None and now - d.last_seen_utc > self.stale_s:
+            elif d.health(now, self.stale_s) == "stale":
                 out.append(Alert(name, "stale", f"online, but nothing new for {now - d.last_seen_utc:.0f} s"))
             if d.status == STATUS_ONLINE and d.stats is not None:
                 if not d.stats.camera_ok:
@@ -227,23 +240,8 @@ class FleetView:
         return out
 
     def snapshot(self, now: float) -> dict[str, Any]:
-        """Everything as plain JSON-able data, for `edged watch --json`."""
-        devices = {}
-        for name in sorted(self.devices):
-            d = self.devices[name]
-            devices[name] = {
-                "status": d.status,
-                "last_seen_ago_s": None if d.last_seen_utc is None else round(now - d.last_seen_utc, 1),
-                "fps": d.fps,
-                "faces": len(d.faces),
-                "emotions_now": sorted({f.emotion for f in d.faces}),
-                "emotion_mix": self.emotion_mix(d, now),
-                "seq": {kind: {"last": s.last, "lost": s.lost, "duplicates": s.duplicates, "resets": s.resets,
-                               "late": s.late} for kind, s in d.seq.items()},
-                "camera_ok": None if d.stats is None else d.stats.camera_ok,
-                "malformed": d.malformed,
-                "last_malformed": d.last_malformed,
-            }
+        """Everything as plain JSON-able data, for `edged watch --json` and the dashboard's API."""
+        devices = {name: self.device_snapshot(self.devices[name], now) for name in sorted(self.devices)}
         online = sum(d.status == STATUS_ONLINE for d in self.devices.values())
         return {
             "prefix": self.prefix,
@@ -254,6 +252,25 @@ class FleetView:
                       "emotion_mix": self.emotion_mix(None, now)},
             "alerts": [{"device": a.device, "kind": a.kind, "detail": a.detail} for a in self.alerts(now)],
             "rejected": self.rejected,
+        }
+
+    def device_snapshot(self, d: DeviceView, now: float) -> dict[str, Any]:
+        """One device as plain JSON-able data (times: UTC epoch seconds and seconds)."""
+        return {
+            "status": d.status,
+            "health": d.health(now, self.stale_s),
+            "last_seen_utc": d.last_seen_utc,
+            "last_seen_ago_s": None if d.last_seen_utc is None else round(now - d.last_seen_utc, 1),
+            "fps": d.fps,
+            "faces": len(d.faces),
+            "emotions_now": sorted({f.emotion for f in d.faces}),
+            "emotion_mix": self.emotion_mix(d, now),
+            "seq": {kind: {"last": s.last, "lost": s.lost, "duplicates": s.duplicates, "resets": s.resets,
+                           "late": s.late} for kind, s in d.seq.items()},
+            "camera_ok": None if d.stats is None else d.stats.camera_ok,
+            "outbox_depth": None if d.stats is None else d.stats.outbox_depth,
+            "malformed": d.malformed,
+            "last_malformed": d.last_malformed,
         }
 
 
