@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -27,7 +28,7 @@ from edged.dashboard.history import History
 from edged.faces import TrackEvent
 from edged.payloads import Event, State, Stats, utc_iso
 from edged.publisher import MqttPublisher
-from edged.settings import MqttSettings, load_settings
+from edged.settings import MqttSettings, known_variables, load_settings
 
 XSS = "<img src=x onerror=alert(1)>"
 TOKEN = "t0ken-for-the-dashboard"
@@ -316,3 +317,14 @@ def test_the_kiosk_daemon_never_imports_the_dashboard():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_docs_list_every_dashboard_variable_and_metric():
+    docs = (ROOT / "docs" / "dashboard.md").read_text()
+    for name in known_variables():
+        if name.startswith("EDGED_DASHBOARD__"):
+            assert f"`{name}`" in docs, name
+    from edged.dashboard import metrics
+
+    for name in re.findall(r"edged_(?:device|dashboard)_\w+", metrics.__doc__):
+        assert name in docs, name
