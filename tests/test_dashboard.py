@@ -60,9 +60,13 @@ class DashboardProcess:
             except OSError:
                 return False
 
-        wait_until(answers, 20, "the dashboard to answer")
-        wait_until(lambda: get_json(self.url + "/api/fleet", self.auth_headers())["broker"]["connected"], 10,
-                   "the dashboard to subscribe")
+        try:
+            wait_until(answers, 20, "the dashboard to answer")
+            wait_until(lambda: get_json(self.url + "/api/fleet", self.auth_headers())["broker"]["connected"], 10,
+                       "the dashboard to subscribe")
+        except BaseException:
+            self.stop()  # a `with` does not call __exit__ when __enter__ fails
+            raise
         return self
 
     def auth_headers(self) -> dict[str, str]:
@@ -191,15 +195,17 @@ def test_metrics_parse_and_carry_the_device_label(broker, dashboard):
 
 def test_history_survives_a_restart_and_sigterm_exits_0(broker, tmp_path):
     workdir = tmp_path / "dashboard"
-    first = DashboardProcess(broker.port, workdir).start()
+    first = DashboardProcess(broker.port, workdir)
     pub = publisher(broker.port, "kiosk-r")
     try:
+        first.start()
         for i in range(5):
             pub.event(TrackEvent("face_appeared", track(id_=i, emotion="surprise"), time.time()))
         wait_until(lambda: row(first, "kiosk-r").get("seq", {}).get("events", {}).get("last") == 5, 10, "five events")
     finally:
         pub.close()
-    assert first.stop() == 0, first.output()
+        status = first.stop()
+    assert status == 0, first.output()
     # Events are not retained: after the restart they can only come from the database.
     with DashboardProcess(broker.port, workdir) as second:
         history = get_json(second.url + "/api/history?range=day&device=kiosk-r")
