@@ -69,6 +69,7 @@ class Feed:
             self.link = self.refused = refusal_message(self._mqtt, reason)
             return
         client.subscribe(self.subscription, qos=1)
+        self.refused = None
         self.link = f"{self._mqtt.host}:{self._mqtt.port} {self.subscription}"
         self.connected = True
 
@@ -88,7 +89,9 @@ class Feed:
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         self.connected = False
-        if not self._stopping:
+        if self.refused:  # the broker's refusal says more than the disconnect that follows it
+            self.link = f"{self.refused}; retrying"
+        elif not self._stopping:
             self.link = f"disconnected from {self._mqtt.host}:{self._mqtt.port} ({reason}); reconnecting"
 
     def _on_message(self, client: Any, userdata: Any, message: Any) -> None:

@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 import pytest
 from media import ROOT
-from mosquitto import Subscriber, free_port, wait_until
+from mosquitto import USERS, Subscriber, free_port, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 from test_publisher import STATS, track
 
@@ -47,7 +47,8 @@ class DashboardProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[str] | None = None
 
-    def start(self) -> DashboardProcess:
+    def start(self, subscribed: bool = True) -> DashboardProcess:
+        """Start and wait until it answers (and, if `subscribed`, until it is subscribed to the broker)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.log = open(self.workdir / "dashboard.log", "a")  # noqa: SIM115  # closed in stop()
         self.process = subprocess.Popen([sys.executable, "-m", "edged", "dashboard"], env=self.env, cwd=ROOT,
@@ -62,8 +63,9 @@ class DashboardProcess:
 
         try:
             wait_until(answers, 20, "the dashboard to answer")
-            wait_until(lambda: get_json(self.url + "/api/fleet", self.auth_headers())["broker"]["connected"], 10,
-                       "the dashboard to subscribe")
+            if subscribed:
+                wait_until(lambda: get_json(self.url + "/api/fleet", self.auth_headers())["broker"]["connected"], 10,
+                           "the dashboard to subscribe")
         except BaseException:
             self.stop()  # a `with` does not call __exit__ when __enter__ fails
             raise
@@ -275,6 +277,21 @@ def test_a_token_or_a_user_is_required_and_nothing_can_be_changed(broker, tmp_pa
         assert get(dash.url + "/", basic("ops", "wrong-password"))[0] == 401
         assert get(dash.url + "/", basic("ops", "long-password"))[0] == 200
         assert get(dash.url + "/", {"Authorization": "Basic !!!"})[0] == 401
+
+
+def test_the_broker_credentials_are_the_daemons_and_a_refusal_is_shown(auth_broker, tmp_path):
+    user = {"EDGED_MQTT__USERNAME": "watcher", "EDGED_MQTT_PASSWORD": USERS["watcher"]}
+    with DashboardProcess(auth_broker.port, tmp_path / "good", **user) as dash:
+        assert get_json(dash.url + "/api/fleet")["broker"]["connected"] is True
+    wrong = {"EDGED_MQTT__USERNAME": "watcher", "EDGED_MQTT_PASSWORD": "not-the-password"}
+    dash = DashboardProcess(auth_broker.port, tmp_path / "bad", **wrong)
+    try:
+        dash.start(subscribed=False)
+        broker = wait_until(lambda: (b := get_json(dash.url + "/api/fleet")["broker"])["detail"].startswith("MQTT broker")
+                            and b, 10, "the refusal")
+        assert broker["connected"] is False and "not-the-password" not in json.dumps(broker)
+    finally:
+        dash.stop()
 
 
 class NoRedirect(urllib.request.HTTPRedirectHandler):
