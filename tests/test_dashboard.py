@@ -190,6 +190,17 @@ def test_metrics_parse_and_carry_the_device_label(broker, dashboard):
         assert samples[("edged_device_events_resets_total", XSS, None)] == 0
         assert samples[("edged_dashboard_broker_connected", None, None)] == 1
         assert samples[("edged_dashboard_messages_total", None, None)] >= 3
+
+        def live_pages() -> float:
+            families = text_string_to_metric_families(get(dashboard.url + "/metrics")[2].decode())
+            return next(f.samples[0].value for f in families if f.name == "edged_dashboard_live_pages")
+
+        assert live_pages() == 0
+        with urllib.request.urlopen(dashboard.url + "/api/live", timeout=10) as stream:
+            first = json.loads(next(line for line in stream if line.startswith(b"data: "))[6:])
+            assert first["full"] and XSS in first["devices"]
+            assert live_pages() == 1
+        wait_until(lambda: live_pages() == 0, 10, "the closed stream to be forgotten")
     finally:
         pub.close()
         raw.close()

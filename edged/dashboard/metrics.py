@@ -8,7 +8,8 @@ disappears here. Names (docs/dashboard.md lists them with their meaning):
   edged_device_events_lost, edged_device_events_resets_total, edged_device_events_duplicates_total,
   edged_device_malformed_total, edged_device_alerts (also label `kind`);
 - the dashboard: edged_dashboard_broker_connected, edged_dashboard_messages_total,
-  edged_dashboard_rejected_total, edged_dashboard_devices, edged_dashboard_history_rows.
+  edged_dashboard_rejected_total, edged_dashboard_devices, edged_dashboard_live_pages,
+  edged_dashboard_history_rows.
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ class FleetCollector(Collector):
         yield CounterMetricFamily("edged_dashboard_messages", "MQTT messages received", value=received)
         yield CounterMetricFamily("edged_dashboard_rejected", "MQTT messages that are not the contract", value=rejected)
         yield GaugeMetricFamily("edged_dashboard_devices", "Devices seen under the prefix", value=devices)
+        yield GaugeMetricFamily("edged_dashboard_live_pages", "Pages listening to /api/live", value=dashboard.pages)
         yield GaugeMetricFamily("edged_dashboard_history_rows", "Per-minute rows in the history database",
                                 value=dashboard.history.rows())
 

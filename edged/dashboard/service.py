@@ -119,6 +119,11 @@ class Dashboard:
     def forget(self, queue: asyncio.Queue[str | None]) -> None:
         self._pages.discard(queue)
 
+    @property
+    def pages(self) -> int:
+        """Pages listening for updates now."""
+        return len(self._pages)
+
     async def push(self, stop: asyncio.Event) -> None:
         """Until `stop`: every push_interval_s, the changes to every listening page; history to disk every 5 s."""
         last_flush = time.monotonic()
