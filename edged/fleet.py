@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -91,6 +91,7 @@ class SeqStream:
     gaps: list[tuple[int, int]] = field(default_factory=list)  # (first, last) missing seq of each gap, newest last
     _missing: set[int] = field(default_factory=set)
     _recent: OrderedDict[int, str] = field(default_factory=OrderedDict)  # seq -> ts of the latest messages
+    keep: int = RECENT_SEQS  # how many of them
 
     def add(self, seq: int, ts: str) -> str:
         """Fold in one message's seq and ts; returns what it was: ok, gap, duplicate, late or reset."""
@@ -118,7 +119,7 @@ class SeqStream:
             self._recent.clear()
             self.last, kind = seq, "reset"
         self._recent[seq] = ts
-        if len(self._recent) > RECENT_SEQS:
+        if len(self._recent) > self.keep:
             self._recent.popitem(last=False)
         return kind
 
@@ -136,6 +137,7 @@ class DeviceView:
     faces: list[Face] = field(default_factory=list)
     seq: dict[str, SeqStream] = field(default_factory=lambda: {kind: SeqStream() for kind in _MODELS})
     emotions: deque[tuple[float, str]] = field(default_factory=deque)  # (received, emotion) of recent events
+    emotion_counts: Counter[str] = field(default_factory=Counter)  # of `emotions`, kept as they come and go
     recent: deque[Event] = field(default_factory=lambda: deque(maxlen=RECENT_EVENTS))  # this device's, newest first
     malformed: int = 0  # payloads on this device's topics that are not the contract
     last_malformed: str | None = None  # why the latest one was refused
@@ -166,8 +168,12 @@ def ts_epoch(ts: str) -> float:
 class FleetView:
     """Devices, their faces, emotions and seq health, and recent events, from the messages under one prefix."""
 
-    def __init__(self, prefix: str, *, window_s: float = 300.0, stale_s: float = 60.0, max_events: int = 15) -> None:
+    def __init__(self, prefix: str, *, window_s: float = 300.0, stale_s: float = 60.0, max_events: int = 15,
+                 recent_seqs: int = RECENT_SEQS) -> None:
+        """`recent_seqs`: per device and topic, how many recent (seq, ts) are kept to tell a duplicate from a reset
+        (memory: about 200 bytes each)."""
         self.prefix = prefix
+        self.recent_seqs = recent_seqs
         self.window_s = window_s
         self.stale_s = stale_s
         self.devices: dict[str, DeviceView] = {}
@@ -183,7 +189,10 @@ class FleetView:
             self.rejected += 1
             return None
         _, device_id, kind = parts
-        device = self.devices.setdefault(device_id, DeviceView(device_id))
+        device = self.devices.get(device_id)
+        if device is None:
+            device = self.devices[device_id] = DeviceView(
+                device_id, seq={kind: SeqStream(keep=self.recent_seqs) for kind in _MODELS})
         if not payload:
             return None  # an empty payload clears a retained message
         if kind == "status":
@@ -220,6 +229,7 @@ class FleetView:
             device.recent.appendleft(message)
             if message.type != "face_left":  # an emotion shown from now on: appeared, or changed to
                 device.emotions.append((now, message.emotion))
+                device.emotion_counts[message.emotion] += 1
         elif isinstance(message, State):
             device.faces = message.faces
         elif isinstance(message, Stats):
@@ -234,12 +244,12 @@ class FleetView:
     def emotion_mix(self, device: DeviceView | None, now: float) -> dict[str, float]:
         """Share (0-1) of each emotion among the faces that appeared with it or changed to it within the window;
         of one device, or of the whole fleet when `device` is None. Largest first."""
-        counts: dict[str, int] = {}
+        counts: Counter[str] = Counter()
         for d in [device] if device else self.devices.values():
             while d.emotions and d.emotions[0][0] < now - self.window_s:
-                d.emotions.popleft()
-            for _, emotion in d.emotions:
-                counts[emotion] = counts.get(emotion, 0) + 1
+                d.emotion_counts[d.emotions.popleft()[1]] -= 1
+            counts.update(d.emotion_counts)  # counted as they came: a dashboard asks for a thousand mixes a second
+        counts = +counts  # without the emotions that left the window
         total = sum(counts.values())
         return {e: round(n / total, 3) for e, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))}
 
@@ -270,14 +280,15 @@ class FleetView:
                 out.append(Alert(name, "reset", f"events seq went back {events.resets} time(s), now at {events.last}"))
         return out
 
-    def snapshot(self, now: float) -> dict[str, Any]:
-        """Everything as plain JSON-able data, for `edged watch --json` and the dashboard's API."""
-        devices = {name: self.device_snapshot(self.devices[name], now) for name in sorted(self.devices)}
+    def snapshot(self, now: float, *, devices: bool = True) -> dict[str, Any]:
+        """Everything as plain JSON-able data, for `edged watch --json` and the dashboard's API (`devices=False`:
+        without the per-device part, for a caller that makes its own)."""
+        rows = {name: self.device_snapshot(self.devices[name], now) for name in sorted(self.devices)} if devices else {}
         online = sum(d.status == STATUS_ONLINE for d in self.devices.values())
         return {
             "prefix": self.prefix,
             "window_s": self.window_s,
-            "devices": devices,
+            "devices": rows,
             "fleet": {"devices": len(self.devices), "online": online,
                       "faces": sum(len(d.faces) for d in self.devices.values()),
                       "emotion_mix": self.emotion_mix(None, now)},

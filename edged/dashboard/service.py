@@ -18,12 +18,15 @@ from pydantic import SecretStr
 
 from edged.dashboard.history import History
 from edged.fleet import FleetView
-from edged.payloads import Event, State, Stats
+from edged.payloads import STATUS_ONLINE, Event, State, Stats
 from edged.settings import DashboardSettings, MqttSettings
 from edged.watch import Feed
 
 CLIENT_QUEUE = 8  # updates waiting for one page; a page that falls further behind gets a full picture instead
-FULL_EVERY_S = 5.0  # a full picture now and then: `stale` and "last seen" change without any message
+FULL_EVERY_S = 5.0
+# Duplicates are told from resets over the last 512 messages of each device and topic (a QoS 1 redelivery comes
+# within the publisher's in-flight window, 20 by default): about 100 kB per kiosk rather than edged watch's 4096.
+RECENT_SEQS = 512  # a full picture now and then: `stale` and "last seen" change without any message
 
 
 class Dashboard:
@@ -32,7 +35,8 @@ class Dashboard:
     def __init__(self, settings: DashboardSettings, mqtt: MqttSettings, password: SecretStr | None,
                  history: History) -> None:
         self.settings, self.history = settings, history
-        self.view = FleetView(mqtt.topic_prefix, window_s=settings.window_s, stale_s=settings.stale_s)
+        self.view = FleetView(mqtt.topic_prefix, window_s=settings.window_s, stale_s=settings.stale_s,
+                              recent_seqs=RECENT_SEQS)
         self.feed = Feed(mqtt, password, self.view, client_prefix="edged-dashboard", listener=self._on_message)
         self.started = time.time()
         self._dirty: set[str] = set()
@@ -75,7 +79,7 @@ class Dashboard:
         """The whole fleet: {"now", "prefix", "broker", "fleet", "devices": {id: row}, "alerts": [...], "rejected"};
         a row is FleetView.device_snapshot plus its alerts. Times in UTC epoch seconds."""
         with self.feed.lock:
-            snapshot = self.view.snapshot(now)
+            snapshot = self.view.snapshot(now, devices=False)
             snapshot["devices"] = self._rows(sorted(self.view.devices), now)
         return {"now": now, "broker": self.broker(), "full": True, **snapshot}
 
@@ -99,12 +103,13 @@ class Dashboard:
         with self.feed.lock:
             names = sorted(self.view.devices) if full else sorted(self._dirty)
             self._dirty.clear()
-            snapshot = self.view.snapshot(now) if full else None
             rows = self._rows(names, now)
             alerts = [{"device": a.device, "kind": a.kind, "detail": a.detail} for a in self.view.alerts(now)]
-            fleet = snapshot["fleet"] if snapshot else {
-                "devices": len(self.view.devices), "online": sum(d.status == "online" for d in self.view.devices.values()),
-                "faces": sum(len(d.faces) for d in self.view.devices.values())}
+            devices = self.view.devices.values()
+            fleet = {"devices": len(devices), "online": sum(d.status == STATUS_ONLINE for d in devices),
+                     "faces": sum(len(d.faces) for d in devices)}
+            if full:
+                fleet["emotion_mix"] = self.view.emotion_mix(None, now)
         if full:
             self._last_full = now
         return {"now": now, "broker": self.broker(), "fleet": fleet, "full": full, "devices": rows, "alerts": alerts}

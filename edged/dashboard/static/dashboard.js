@@ -105,9 +105,13 @@
     const key = COLUMNS.find(([k]) => k === sortKey)[1];
     const entries = [...state.rows.entries()].map(([name, item]) => [key(name, item.row), name, item.tr]);
     entries.sort((a, b) => (a[0] < b[0] ? -sortDir : a[0] > b[0] ? sortDir : a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0));
-    const fragment = document.createDocumentFragment();
-    for (const [, , tr] of entries) fragment.appendChild(tr);
-    tbody.appendChild(fragment);
+    // Rows are moved only when the order changed: moving a thousand rows makes the browser lay the table out anew.
+    const rows = tbody.children;
+    if (rows.length !== entries.length || entries.some(([, , tr], i) => rows[i] !== tr)) {
+      const fragment = document.createDocumentFragment();
+      for (const [, , tr] of entries) fragment.appendChild(tr);
+      tbody.appendChild(fragment);
+    }
     for (const th of document.querySelectorAll("#devices th")) {
       th.classList.toggle("sorted-asc", th.dataset.key === sortKey && sortDir === 1);
       th.classList.toggle("sorted-desc", th.dataset.key === sortKey && sortDir === -1);
