@@ -1,10 +1,12 @@
-"""The `edged` command line: run the daemon, check an installation, show the configuration, try images, watch.
+"""The `edged` command line: run the daemon, check an installation, show the configuration, try images, watch,
+serve the dashboard.
 
 Exit status: 0 ok; 1 a check failed, an image could not be read, or `watch --once` saw alerts; 2 bad command line;
-69 the camera, broker or the outbox's disk is unavailable, or another edged holds the outbox; 78 configuration (a
-bad EDGED_* variable, a device id, topic prefix, client id or host the broker would not take, the model, the Haar
-cascade, a video file that is missing or unreadable, a state directory or outbox that cannot be written, TLS files
-that are not PEM, any configured file this user may not read, picamera2 not installed), from `run` and, for a
+69 the camera, broker or the outbox's disk is unavailable, another edged holds the outbox, or the dashboard cannot
+listen on its address; 78 configuration (a bad EDGED_* variable, a dashboard listening beyond loopback without auth,
+a device id, topic prefix, client id or host the broker would not take, the model, the Haar cascade, a video file
+that is missing or unreadable, a state directory or outbox that cannot be written, TLS files that are not PEM, any
+configured file this user may not read, picamera2 or the dashboard extra not installed), from `run` and, for a
 failed item, from `check`.
 """
 
@@ -22,7 +24,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edged import __version__
-from edged.errors import BrokerError, CameraError, CascadeError, ConfigError, EdgedError, ModelError, OutboxError
+from edged.errors import (
+    BrokerError,
+    CameraError,
+    CascadeError,
+    ConfigError,
+    EdgedError,
+    ListenError,
+    ModelError,
+    OutboxError,
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_UNAVAILABLE, EXIT_CONFIG = 0, 1, 69, 78  # sysexits.h: EX_UNAVAILABLE, EX_CONFIG
 
@@ -42,6 +53,7 @@ examples:
   edged detect photo.jpg other.png                  one JSON line per image: faces, emotions, scores
   EDGED_MQTT__HOST=broker.local edged watch         live fleet view: devices, emotion mix, alerts
   edged watch --once --json                         one JSON snapshot of the fleet; exit 1 on alerts
+  EDGED_MQTT__HOST=broker.local edged dashboard     the fleet in a browser: http://127.0.0.1:8080/
 
 camera sources (EDGED_CAMERA__SOURCE): 0 or /dev/video0 (V4L2), picamera2 (Raspberry Pi camera),
   gst:<pipeline ending in appsink> (needs an OpenCV with GStreamer, e.g. JetPack's), rtsp://... or
@@ -72,7 +84,7 @@ def _command(args: argparse.Namespace) -> int:
     except (ConfigError, ModelError, CascadeError) as exc:
         print(f"edged: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    except (CameraError, BrokerError, OutboxError) as exc:
+    except (CameraError, BrokerError, OutboxError, ListenError) as exc:
         print(f"edged: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE
     except EdgedError as exc:
@@ -154,6 +166,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--stale", type=float, default=60.0, metavar="SECONDS",
                    help="alert when an online device sent nothing newer for SECONDS (default 60)")
     p.add_argument("--interval", type=float, default=0.5, metavar="SECONDS", help="redraw every SECONDS (default 0.5)")
+    add("dashboard", _dashboard, "serve the fleet dashboard (web pages, JSON API, /metrics); pip install 'edged[dashboard]'",
+        "Subscribe to <prefix>/+/# on the configured broker (EDGED_MQTT__*) and serve the fleet in a browser: an "
+        "overview, a page per kiosk, the fleet's trend, a JSON API and Prometheus /metrics, with per-minute history "
+        "in SQLite. Listens on EDGED_DASHBOARD__HOST:EDGED_DASHBOARD__PORT (127.0.0.1:8080); any other address needs "
+        "EDGED_DASHBOARD__TOKEN or EDGED_DASHBOARD__USERNAME and __PASSWORD. See docs/dashboard.md.\n\n"
+        "example: EDGED_MQTT__HOST=broker.local edged dashboard   then open http://127.0.0.1:8080/")
     return parser
 
 
@@ -349,6 +367,21 @@ def _bench(args: argparse.Namespace) -> int:
                                                         model_id, __version__)
     result = run_bench(settings, make_publisher)
     print(json.dumps(result) if args.json else render(result), flush=True)
+    return EXIT_OK
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if not args.verbose:
+        logging.getLogger().setLevel(settings.log_level)
+    try:
+        from edged.dashboard.server import serve
+    except ModuleNotFoundError as exc:
+        raise ConfigError(f"the dashboard needs {exc.name}, which is not installed: pip install 'edged[dashboard]'") from None
+    # uvicorn handles SIGTERM and SIGINT while it serves, then re-raises the signal: ours then only sets an event,
+    # so the history's last seconds are written before the process exits (0, like `run`).
+    _stop_on_signals()
+    serve(settings)
     return EXIT_OK
 
 

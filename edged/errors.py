@@ -7,6 +7,7 @@ EdgedError
  +-- CameraError        the frame source cannot be opened or stopped delivering frames
  +-- BrokerError        the MQTT broker refused us or cannot be reached (bad credentials, TLS failure)
  +-- OutboxError        the event spool in EDGED_STATE_DIR cannot be written (disk full, I/O error)
+ +-- ListenError        `edged dashboard` cannot listen on its address (in use, not permitted) or open its history
 
 A state directory that cannot be a directory at all (a file in the way, no permission) is a ConfigError, and so is
 any configured file this process cannot read (edged.paths: missing, a directory, permission denied, hidden by the
@@ -40,3 +41,7 @@ class BrokerError(EdgedError):
 
 class OutboxError(EdgedError):
     """The on-disk event spool cannot be opened or written; the message names the file."""
+
+
+class ListenError(EdgedError):
+    """The dashboard cannot listen on its address or open its history database; the message names which."""

@@ -21,8 +21,10 @@ deep) is counted as malformed, per device where the topic names one, and never r
 
 from __future__ import annotations
 
+import functools
 import json
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, get_args, get_origin
@@ -37,21 +39,44 @@ _MODELS = {"events": Event, "state": State, "stats": Stats}
 def _known_fields(model: type[BaseModel], data: Any) -> Any:
     """`data` without the keys `model` does not know, at every level: payload version 1 may gain fields (the
     contract's rule: consumers ignore what they do not know), and the publishing models forbid extras."""
-    if not isinstance(data, dict):
-        return data
-    return {name: _fit(field.annotation, data[name]) for name, field in model.model_fields.items() if name in data}
+    return _trimmer(model)(data)
 
 
-def _fit(annotation: Any, value: Any) -> Any:
+Trim = Callable[[Any], Any]
+
+
+@functools.cache
+def _trimmer(model: type[BaseModel]) -> Trim:
+    # Worked out once per model, not per message: a dashboard folds in thousands of messages a second.
+    fields = [(name, _value_trimmer(field.annotation)) for name, field in model.model_fields.items()]
+
+    def trim(data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        return {name: data[name] if fit is None else fit(data[name]) for name, fit in fields if name in data}
+
+    return trim
+
+
+@functools.cache
+def _value_trimmer(annotation: Any) -> Trim | None:
+    """How to trim a value of `annotation`; None when it holds no model (kept as it is)."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return _known_fields(annotation, value)
+        return _trimmer(annotation)
     args = get_args(annotation)
-    if get_origin(annotation) is list and isinstance(value, list) and args:
-        return [_fit(args[0], item) for item in value]
+    if get_origin(annotation) is list and args:
+        item = _value_trimmer(args[0])
+        return None if item is None else lambda value: [item(v) for v in value] if isinstance(value, list) else value
     models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]  # Optional[Model] and unions
-    return _known_fields(models[0], value) if len(models) == 1 and isinstance(value, dict) else value
+    if len(models) != 1:
+        return None
+    one = _trimmer(models[0])
+    return lambda value: one(value) if isinstance(value, dict) else value
+
+
 RECENT_SEQS = 4096  # how many recent (seq, ts) are remembered to tell a duplicate from a reset
 MAX_MISSING = 10_000  # missing seqs remembered individually, so a late one is recognised
+RECENT_EVENTS = 10  # latest events kept per device
 
 
 @dataclass
@@ -66,6 +91,7 @@ class SeqStream:
     gaps: list[tuple[int, int]] = field(default_factory=list)  # (first, last) missing seq of each gap, newest last
     _missing: set[int] = field(default_factory=set)
     _recent: OrderedDict[int, str] = field(default_factory=OrderedDict)  # seq -> ts of the latest messages
+    keep: int = RECENT_SEQS  # how many of them
 
     def add(self, seq: int, ts: str) -> str:
         """Fold in one message's seq and ts; returns what it was: ok, gap, duplicate, late or reset."""
@@ -93,7 +119,7 @@ class SeqStream:
             self._recent.clear()
             self.last, kind = seq, "reset"
         self._recent[seq] = ts
-        if len(self._recent) > RECENT_SEQS:
+        if len(self._recent) > self.keep:
             self._recent.popitem(last=False)
         return kind
 
@@ -111,12 +137,20 @@ class DeviceView:
     faces: list[Face] = field(default_factory=list)
     seq: dict[str, SeqStream] = field(default_factory=lambda: {kind: SeqStream() for kind in _MODELS})
     emotions: deque[tuple[float, str]] = field(default_factory=deque)  # (received, emotion) of recent events
+    emotion_counts: Counter[str] = field(default_factory=Counter)  # of `emotions`, kept as they come and go
+    recent: deque[Event] = field(default_factory=lambda: deque(maxlen=RECENT_EVENTS))  # this device's, newest first
     malformed: int = 0  # payloads on this device's topics that are not the contract
     last_malformed: str | None = None  # why the latest one was refused
 
     @property
     def events_lost(self) -> int:
         return self.seq["events"].lost
+
+    def health(self, now: float, stale_s: float) -> str:
+        """online, offline, stale (online but nothing newer than `stale_s` seconds) or unknown (no status yet)."""
+        if self.status == STATUS_ONLINE and self.last_seen_utc is not None and now - self.last_seen_utc > stale_s:
+            return "stale"
+        return self.status
 
 
 @dataclass(frozen=True)
@@ -126,61 +160,81 @@ class Alert:
     detail: str
 
 
-def _epoch(ts: str) -> float:
+def ts_epoch(ts: str) -> float:
+    """A contract `ts` (ISO 8601, UTC, ending in Z) as UTC epoch seconds."""
     return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
 
 
 class FleetView:
     """Devices, their faces, emotions and seq health, and recent events, from the messages under one prefix."""
 
-    def __init__(self, prefix: str, *, window_s: float = 300.0, stale_s: float = 60.0, max_events: int = 15) -> None:
+    def __init__(self, prefix: str, *, window_s: float = 300.0, stale_s: float = 60.0, max_events: int = 15,
+                 recent_seqs: int = RECENT_SEQS) -> None:
+        """`recent_seqs`: per device and topic, how many recent (seq, ts) are kept to tell a duplicate from a reset
+        (memory: about 200 bytes each)."""
         self.prefix = prefix
+        self.recent_seqs = recent_seqs
         self.window_s = window_s
         self.stale_s = stale_s
         self.devices: dict[str, DeviceView] = {}
         self.events: deque[Event] = deque(maxlen=max_events)
         self.rejected = 0  # messages that are not contract payloads
 
-    def apply(self, topic: str, payload: bytes, now: float) -> None:
-        """Fold in one message received at `now`; malformed ones are counted in `rejected`, never raised."""
+    def apply(self, topic: str, payload: bytes, now: float) -> Event | State | Stats | None:
+        """Fold in one message received at `now`; malformed ones are counted in `rejected`, never raised.
+        Returns the payload folded in (None for a status, a duplicate or a malformed message), for callers that
+        keep more than the view does (the dashboard's history)."""
         parts = topic.split("/")
         if len(parts) != 3 or parts[0] != self.prefix:
             self.rejected += 1
-            return
+            return None
         _, device_id, kind = parts
-        device = self.devices.setdefault(device_id, DeviceView(device_id))
+        device = self.devices.get(device_id)
+        if device is None:
+            device = self.devices[device_id] = DeviceView(
+                device_id, seq={kind: SeqStream(keep=self.recent_seqs) for kind in _MODELS})
         if not payload:
-            return  # an empty payload clears a retained message
+            return None  # an empty payload clears a retained message
         if kind == "status":
             status = payload.decode("utf-8", "replace")
             if status not in (STATUS_ONLINE, STATUS_OFFLINE):
                 self._malformed(device, f"status {status[:40]!r} is neither online nor offline")
             elif status != device.status:
                 device.status, device.status_since = status, now
-            return
+            return None
         model = _MODELS.get(kind)
         if model is None:
             self._malformed(device, f"unknown topic {kind[:40]!r}")
-            return
+            return None
         try:
-            message = model.model_validate(_known_fields(model, json.loads(payload)))
+            # Fast path: a payload of exactly the contract, parsed and checked in one go. Anything else (fields
+            # this release does not know, or not the contract at all) takes the careful path below.
+            message = model.model_validate_json(payload)
+        except ValidationError:
+            message = None
+        try:
+            if message is None:
+                message = model.model_validate(_known_fields(model, json.loads(payload)))
         except ValidationError as exc:  # JSON, but not the contract
             self._malformed(device, f"{kind}: {exc.error_count()} fields not in the contract")
-            return
+            return None
         except (ValueError, TypeError, RecursionError) as exc:  # not JSON (or nested too deep to read)
             self._malformed(device, f"{kind}: not JSON ({type(exc).__name__})")
-            return
+            return None
         if device.seq[kind].add(message.seq, message.ts) == "duplicate":
-            return  # already folded in
-        device.last_seen_utc = max(device.last_seen_utc or 0.0, _epoch(message.ts))
+            return None  # already folded in
+        device.last_seen_utc = max(device.last_seen_utc or 0.0, ts_epoch(message.ts))
         if isinstance(message, Event):
             self.events.appendleft(message)
+            device.recent.appendleft(message)
             if message.type != "face_left":  # an emotion shown from now on: appeared, or changed to
                 device.emotions.append((now, message.emotion))
+                device.emotion_counts[message.emotion] += 1
         elif isinstance(message, State):
             device.faces = message.faces
         elif isinstance(message, Stats):
             device.stats, device.fps = message, message.fps
+        return message
 
     def _malformed(self, device: DeviceView, why: str) -> None:
         self.rejected += 1
@@ -190,12 +244,12 @@ class FleetView:
     def emotion_mix(self, device: DeviceView | None, now: float) -> dict[str, float]:
         """Share (0-1) of each emotion among the faces that appeared with it or changed to it within the window;
         of one device, or of the whole fleet when `device` is None. Largest first."""
-        counts: dict[str, int] = {}
+        counts: Counter[str] = Counter()
         for d in [device] if device else self.devices.values():
             while d.emotions and d.emotions[0][0] < now - self.window_s:
-                d.emotions.popleft()
-            for _, emotion in d.emotions:
-                counts[emotion] = counts.get(emotion, 0) + 1
+                d.emotion_counts[d.emotions.popleft()[1]] -= 1
+            counts.update(d.emotion_counts)  # counted as they came: a dashboard asks for a thousand mixes a second
+        counts = +counts  # without the emotions that left the window
         total = sum(counts.values())
         return {e: round(n / total, 3) for e, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))}
 
@@ -209,7 +263,7 @@ class FleetView:
             d = self.devices[name]
             if d.status == STATUS_OFFLINE:
                 out.append(Alert(name, "offline", "offline" + _since(d.last_seen_utc, now, " last seen ")))
-            elif d.status == STATUS_ONLINE and d.last_seen_utc is not None and now - d.last_seen_utc > self.stale_s:
+            elif d.health(now, self.stale_s) == "stale":
                 out.append(Alert(name, "stale", f"online, but nothing new for {now - d.last_seen_utc:.0f} s"))
             if d.status == STATUS_ONLINE and d.stats is not None:
                 if not d.stats.camera_ok:
@@ -226,34 +280,39 @@ class FleetView:
                 out.append(Alert(name, "reset", f"events seq went back {events.resets} time(s), now at {events.last}"))
         return out
 
-    def snapshot(self, now: float) -> dict[str, Any]:
-        """Everything as plain JSON-able data, for `edged watch --json`."""
-        devices = {}
-        for name in sorted(self.devices):
-            d = self.devices[name]
-            devices[name] = {
-                "status": d.status,
-                "last_seen_ago_s": None if d.last_seen_utc is None else round(now - d.last_seen_utc, 1),
-                "fps": d.fps,
-                "faces": len(d.faces),
-                "emotions_now": sorted({f.emotion for f in d.faces}),
-                "emotion_mix": self.emotion_mix(d, now),
-                "seq": {kind: {"last": s.last, "lost": s.lost, "duplicates": s.duplicates, "resets": s.resets,
-                               "late": s.late} for kind, s in d.seq.items()},
-                "camera_ok": None if d.stats is None else d.stats.camera_ok,
-                "malformed": d.malformed,
-                "last_malformed": d.last_malformed,
-            }
+    def snapshot(self, now: float, *, devices: bool = True) -> dict[str, Any]:
+        """Everything as plain JSON-able data, for `edged watch --json` and the dashboard's API (`devices=False`:
+        without the per-device part, for a caller that makes its own)."""
+        rows = {name: self.device_snapshot(self.devices[name], now) for name in sorted(self.devices)} if devices else {}
         online = sum(d.status == STATUS_ONLINE for d in self.devices.values())
         return {
             "prefix": self.prefix,
             "window_s": self.window_s,
-            "devices": devices,
+            "devices": rows,
             "fleet": {"devices": len(self.devices), "online": online,
                       "faces": sum(len(d.faces) for d in self.devices.values()),
                       "emotion_mix": self.emotion_mix(None, now)},
             "alerts": [{"device": a.device, "kind": a.kind, "detail": a.detail} for a in self.alerts(now)],
             "rejected": self.rejected,
+        }
+
+    def device_snapshot(self, d: DeviceView, now: float) -> dict[str, Any]:
+        """One device as plain JSON-able data (times: UTC epoch seconds and seconds)."""
+        return {
+            "status": d.status,
+            "health": d.health(now, self.stale_s),
+            "last_seen_utc": d.last_seen_utc,
+            "last_seen_ago_s": None if d.last_seen_utc is None else round(now - d.last_seen_utc, 1),
+            "fps": d.fps,
+            "faces": len(d.faces),
+            "emotions_now": sorted({f.emotion for f in d.faces}),
+            "emotion_mix": self.emotion_mix(d, now),
+            "seq": {kind: {"last": s.last, "lost": s.lost, "duplicates": s.duplicates, "resets": s.resets,
+                           "late": s.late} for kind, s in d.seq.items()},
+            "camera_ok": None if d.stats is None else d.stats.camera_ok,
+            "outbox_depth": None if d.stats is None else d.stats.outbox_depth,
+            "malformed": d.malformed,
+            "last_malformed": d.last_malformed,
         }
 
 

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import socket
 from collections.abc import Iterator, Mapping
@@ -33,6 +34,7 @@ from edged.paths import why_unreadable
 PREFIX = "EDGED_"
 DELIMITER = "__"
 SECRET_FIELDS = frozenset({"mqtt_password"})
+MASKED = frozenset({"mqtt_password", "token", "password"})  # never shown in an error message
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _TOPIC_FORBIDDEN = set("+#/\0")
 # Beside every variable that names a file: what the systemd unit's sandbox lets the service read (edged.paths).
@@ -272,6 +274,57 @@ class OutboxSettings(_Section):
     )
 
 
+class DashboardSettings(_Section):
+    """`edged dashboard`, the central web dashboard (docs/dashboard.md); the kiosk daemon ignores these."""
+
+    section: ClassVar[str] = "dashboard"
+
+    host: str = Field("127.0.0.1", min_length=1, description="Address the dashboard listens on; any other than a "
+                      "loopback address needs token or username and password")
+    port: int = Field(8080, ge=1, le=65535, description="TCP port of the dashboard")
+    token: SecretStr | None = Field(
+        None, min_length=16, description="Access token (16 characters or more): `Authorization: Bearer <token>`, or "
+        "open /?token=<token> once in a browser (it sets a cookie)")
+    username: str | None = Field(None, min_length=1, description="HTTP basic auth user name; needs password")
+    password: SecretStr | None = Field(None, min_length=8, description="HTTP basic auth password (8 characters or more)")
+    database: Path | None = Field(
+        None, description="SQLite file of the per-minute history; empty uses dashboard.sqlite3 in EDGED_STATE_DIR")
+    retention_days: float = Field(7, gt=0, le=3650, description="Days of per-minute history kept (older is pruned)")
+    stale_s: float = Field(60, gt=0, le=86_400, description="An online kiosk with nothing newer for this long is "
+                           "shown stale (seconds)")
+    window_s: float = Field(300, gt=0, le=86_400, description="The overview's emotion mix covers the events of this "
+                            "many seconds")
+    push_interval_s: float = Field(0.5, ge=0.05, le=60, description="Time between two live updates pushed to the "
+                                   "pages (seconds)")
+
+    @field_validator("host")
+    @classmethod
+    def _host_is_a_host(cls, value: str) -> str:
+        return check_host(value)
+
+    @property
+    def loopback(self) -> bool:
+        """Whether `host` is reachable from this machine only."""
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:  # a host name: it may resolve to anything
+            return False
+
+    @model_validator(mode="after")
+    def _auth_off_loopback(self) -> DashboardSettings:
+        def var(field: str) -> str:
+            return env_name(self.section, field)
+
+        if (self.username is None) != (self.password is None):
+            raise ValueError(f"{var('username')} and {var('password')} must be set together")
+        if not self.loopback and self.token is None and self.username is None:
+            raise ValueError(f"{var('host')}={self.host} listens beyond this machine: set {var('token')}, or "
+                             f"{var('username')} and {var('password')}, or listen on 127.0.0.1")
+        return self
+
+
 class _EnvSource(EnvSettingsSource):
     """Environment variables from the mapping `load_settings` was given instead of `os.environ`."""
 
@@ -326,6 +379,7 @@ class Settings(BaseSettings):
         default_factory=HomeAssistantSettings, description=HomeAssistantSettings.__doc__
     )
     outbox: OutboxSettings = Field(default_factory=OutboxSettings, description=OutboxSettings.__doc__)
+    dashboard: DashboardSettings = Field(default_factory=DashboardSettings, description=DashboardSettings.__doc__)
 
     @field_validator("device_id")
     @classmethod
@@ -424,7 +478,7 @@ def _describe_error(error: Mapping[str, Any]) -> str:
         message = message.split(",")[0]  # "Input should be a valid integer", without pydantic's elaboration
     shown = error.get("input")
     if isinstance(shown, str | int | float) and not isinstance(shown, bool) and error["type"] != "value_error":
-        shown = "**********" if loc[0] in SECRET_FIELDS else shown
+        shown = "**********" if MASKED & set(loc) else shown
         return f"{var}: {message}, got {shown!r}"
     return f"{var}: {message}"
 

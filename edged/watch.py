@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from pydantic import SecretStr
@@ -25,24 +25,37 @@ from rich.text import Text
 
 from edged.errors import BrokerError
 from edged.fleet import FleetView
+from edged.payloads import Event, State, Stats
 from edged.publisher import build_client, refusal_message
 from edged.settings import MqttSettings
 
 logger = logging.getLogger(__name__)
 
 
-class _Feed:
-    """A paho client that folds every message under `<prefix>/+/#` into `view`, holding `lock` while it does."""
+Listener = Callable[[str, "Event | State | Stats | None", float], None]
 
-    def __init__(self, mqtt: MqttSettings, password: SecretStr | None, view: FleetView) -> None:
+
+class Feed:
+    """A paho client that folds every message under `<prefix>/+/#` into `view`, holding `lock` while it does.
+
+    `listener(topic, folded payload or None, received at)` is called after each message, under the lock (the
+    dashboard keeps its history and its list of changed devices with it). `connected` is whether the
+    subscription is up; `received` counts messages.
+    """
+
+    def __init__(self, mqtt: MqttSettings, password: SecretStr | None, view: FleetView, *,
+                 client_prefix: str = "edged-watch", listener: Listener | None = None) -> None:
         self.view, self.lock = view, threading.Lock()
+        self.listener = listener
+        self.connected = False
+        self.received = 0
         self.subscription = f"{view.prefix}/+/#"
         self.link = f"connecting to {mqtt.host}:{mqtt.port}"
         self.subscribed = threading.Event()
         self.refused: str | None = None  # why the broker refused us, or that it cannot be reached
         self._mqtt = mqtt
         # A random client id: several watchers may run at once, and none of them must take a device's id.
-        self.client = build_client(mqtt, f"edged-watch-{uuid.uuid4().hex[:8]}", password)
+        self.client = build_client(mqtt, f"{client_prefix}-{uuid.uuid4().hex[:8]}", password)
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = self._on_subscribe
         self.client.on_disconnect = self._on_disconnect
@@ -56,7 +69,9 @@ class _Feed:
             self.link = self.refused = refusal_message(self._mqtt, reason)
             return
         client.subscribe(self.subscription, qos=1)
+        self.refused = None
         self.link = f"{self._mqtt.host}:{self._mqtt.port} {self.subscription}"
+        self.connected = True
 
     def _on_subscribe(self, client: Any, userdata: Any, mid: int, reasons: list[Any], properties: Any) -> None:
         # A broker whose ACL does not let this user read the topics refuses in the SUBACK, not in the CONNACK.
@@ -64,22 +79,31 @@ class _Feed:
         if refused:
             self.link = self.refused = (f"MQTT broker {self._mqtt.host}:{self._mqtt.port} refused the subscription to "
                                         f"{self.subscription}: {refused[0]}; check the broker's ACL for this user")
+            self.connected = False
         self.subscribed.set()
 
     def _on_connect_fail(self, client: Any, userdata: Any) -> None:
         self.refused = f"cannot reach MQTT broker {self._mqtt.host}:{self._mqtt.port}"
         self.link = f"{self.refused}; retrying"
+        self.connected = False
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
-        if not self._stopping:
+        self.connected = False
+        if self.refused:  # the broker's refusal says more than the disconnect that follows it
+            self.link = f"{self.refused}; retrying"
+        elif not self._stopping:
             self.link = f"disconnected from {self._mqtt.host}:{self._mqtt.port} ({reason}); reconnecting"
 
     def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
         # paho's thread dies on an exception from here, and the view would silently stop updating: whatever a
         # message holds, it is counted (FleetView.apply never raises for a payload; this is the last guard).
         with self.lock:
+            self.received += 1
             try:
-                self.view.apply(message.topic, message.payload, time.time())
+                now = time.time()
+                folded = self.view.apply(message.topic, message.payload, now)
+                if self.listener is not None:
+                    self.listener(message.topic, folded, now)
             except Exception as exc:
                 self.view.rejected += 1
                 if not self.failed:
@@ -87,7 +111,7 @@ class _Feed:
                 self.failed = f"{type(exc).__name__} on {message.topic}"
 
     @contextlib.contextmanager
-    def running(self) -> Iterator[_Feed]:
+    def running(self) -> Iterator[Feed]:
         self.client.connect_async(self._mqtt.host, self._mqtt.port, keepalive=self._mqtt.keepalive)
         self.client.loop_start()
         try:
@@ -168,7 +192,7 @@ def watch(
     """Show the fleet until `stop` is set or Ctrl-C: a live table, or one JSON snapshot per `refresh_s`."""
     stop = stop or threading.Event()
     console = console or Console()
-    feed = _Feed(mqtt, password, view)
+    feed = Feed(mqtt, password, view)
     try:
         with feed.running():
             if as_json:
@@ -196,7 +220,7 @@ def watch_once(mqtt: MqttSettings, password: SecretStr | None, view: FleetView, 
                connect_timeout_s: float = 10.0) -> None:
     """Subscribe, collect for `wait_s` seconds (the retained status, state and stats arrive at once), return.
     Raises BrokerError at the first refused or failed connection attempt, or after `connect_timeout_s`."""
-    feed = _Feed(mqtt, password, view)
+    feed = Feed(mqtt, password, view)
     with feed.running():
         deadline = time.monotonic() + connect_timeout_s
         while not feed.subscribed.wait(0.05):

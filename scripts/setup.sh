@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv and install edged with the given extras (default: the daemon with pip's OpenCV).
-# Installs Mosquitto from Debian's packages when it is missing and we are root. Idempotent.
+# Installs Mosquitto (and, for the test extra, chromium) from Debian's packages when missing and we are root.
+# Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${1:-opencv}"
@@ -12,6 +13,17 @@ if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients) >/dev/null
   else
     echo "setup: mosquitto is not installed; run: sudo apt-get install mosquitto mosquitto-clients" >&2
+  fi
+fi
+
+# The dashboard's browser tests drive Debian's chromium (tests/test_dashboard_browser.py); only the test extra needs it.
+if [[ ",$extras," == *",test,"* ]] && ! command -v chromedriver >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "setup: installing chromium and chromium-driver (Debian packages) for the dashboard's browser tests"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) >/dev/null
+  else
+    echo "setup: chromium is not installed (the dashboard's browser tests will be skipped); run:" \
+         "sudo apt-get install chromium chromium-driver" >&2
   fi
 fi
 

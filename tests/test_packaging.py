@@ -24,7 +24,10 @@ from media import ASTRONAUT, ROOT, SAMPLE_CLIP
 from mosquitto import Subscriber
 
 pytestmark = pytest.mark.slow
-MODEL_FILES = {"edged/models/emotions-int8.tflite", "edged/models/emotions-int8.json"}
+MODEL_FILES = {"edged/models/emotions-int8.tflite", "edged/models/emotions-int8.json",
+               # the dashboard's pages and the vendored chart library with its licence
+               "edged/dashboard/templates/overview.html", "edged/dashboard/static/dashboard.js",
+               "edged/dashboard/static/uplot/uPlot.iife.min.js", "edged/dashboard/static/uplot/LICENSE"}
 
 
 def _run(args: list, cwd: Path, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:

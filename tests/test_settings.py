@@ -101,7 +101,17 @@ VALUES = {
     "EDGED_OUTBOX__MAX_AGE_S": ("3600", 3600.0),
     "EDGED_OUTBOX__INFLIGHT": ("50", 50),
     "EDGED_OUTBOX__FLUSH_TIMEOUT_S": ("10", 10.0),
+    "EDGED_DASHBOARD__HOST": ("0.0.0.0", "0.0.0.0"),
+    "EDGED_DASHBOARD__PORT": ("8443", 8443),
+    "EDGED_DASHBOARD__USERNAME": ("ops", "ops"),
+    "EDGED_DASHBOARD__DATABASE": ("/srv/dash.sqlite3", Path("/srv/dash.sqlite3")),
+    "EDGED_DASHBOARD__RETENTION_DAYS": ("2", 2.0),
+    "EDGED_DASHBOARD__STALE_S": ("30", 30.0),
+    "EDGED_DASHBOARD__WINDOW_S": ("600", 600.0),
+    "EDGED_DASHBOARD__PUSH_INTERVAL_S": ("1", 1.0),
 }
+SECRETS = {"EDGED_MQTT_PASSWORD": "hunter2", "EDGED_DASHBOARD__TOKEN": "a-token-of-16-chars",
+           "EDGED_DASHBOARD__PASSWORD": "pass-word"}
 FILES = ("EDGED_MQTT__CA_FILE", "EDGED_MQTT__CERT_FILE", "EDGED_MQTT__KEY_FILE")
 
 
@@ -116,14 +126,14 @@ def test_every_variable_reaches_its_field(tmp_path):
     for var in FILES:
         (tmp_path / var).write_text("pem")
         env[var] = str(tmp_path / var)
-    env["EDGED_MQTT_PASSWORD"] = "hunter2"
-    s = load_settings(env)
+    s = load_settings({**env, **SECRETS})
     for var, (_, expected) in VALUES.items():
         assert _get(s, var) == expected, var
     for var in FILES:
         assert _get(s, var) == tmp_path / var
-    assert s.mqtt_password.get_secret_value() == "hunter2"
-    assert set(VALUES) | set(FILES) | {"EDGED_MQTT_PASSWORD"} == set(known_variables())
+    for var, secret in SECRETS.items():
+        assert _get(s, var).get_secret_value() == secret, var
+    assert set(VALUES) | set(FILES) | set(SECRETS) == set(known_variables())
 
 
 def test_names_are_case_insensitive_and_empty_means_default():

@@ -1,0 +1,74 @@
+"""The dashboard's door: read-only (GET and HEAD only), and, when a token or a user is configured, nothing without
+them.
+
+A token is accepted as `Authorization: Bearer <token>`, as the cookie this sets, or as `?token=<token>` (a
+browser opens the dashboard once with it: the answer sets an HttpOnly cookie, so the page's own requests and its
+EventSource, which cannot send headers, carry it). HTTP basic auth is the browser's own login prompt. Secrets are
+compared in constant time.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+from http.cookies import SimpleCookie
+from urllib.parse import quote
+
+from starlette.datastructures import QueryParams
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from edged.settings import DashboardSettings
+
+COOKIE = "edged_dashboard_token"
+
+
+class Guard:
+    """ASGI middleware: 405 for anything but GET and HEAD, 401 without the configured credentials."""
+
+    def __init__(self, app: ASGIApp, settings: DashboardSettings) -> None:
+        self.app = app
+        self.token = settings.token.get_secret_value().encode() if settings.token else None
+        self.user = None
+        if settings.username is not None and settings.password is not None:
+            self.user = (settings.username.encode(), settings.password.get_secret_value().encode())
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        response = self._refusal(scope)
+        await (response or self.app)(scope, receive, send)
+
+    def _refusal(self, scope: Scope) -> Response | None:
+        if scope["method"] not in ("GET", "HEAD"):
+            return PlainTextResponse("read-only: the dashboard sends nothing to kiosks\n", 405, {"Allow": "GET, HEAD"})
+        if self.token is None and self.user is None:
+            return None
+        headers = {k.decode("latin-1").lower(): v for k, v in scope["headers"]}
+        scheme, _, credentials = headers.get("authorization", b"").decode("latin-1").partition(" ")
+        if self.token is not None:
+            offered = [credentials.encode()] if scheme.lower() == "bearer" else []
+            cookies = SimpleCookie(headers.get("cookie", b"").decode("latin-1"))
+            if COOKIE in cookies:
+                offered.append(cookies[COOKIE].value.encode())
+            if any(hmac.compare_digest(value, self.token) for value in offered):
+                return None
+            query = QueryParams(scope.get("query_string", b"").decode("latin-1"))
+            if hmac.compare_digest(query.get("token", "").encode(), self.token):
+                # Into a cookie, and the token out of the address bar (and the browser's history).
+                rest = str(QueryParams([(k, v) for k, v in query.multi_items() if k != "token"]))
+                response = RedirectResponse(quote(scope["path"]) + (f"?{rest}" if rest else ""), 303)
+                response.set_cookie(COOKIE, self.token.decode(), httponly=True, samesite="strict")
+                return response
+        if self.user is not None and scheme.lower() == "basic":
+            try:
+                user, _, password = base64.b64decode(credentials, validate=True).partition(b":")
+            except (binascii.Error, ValueError):
+                user, password = b"", b""
+            # Both compared, always: how long the check takes says nothing about which one was wrong.
+            if hmac.compare_digest(user, self.user[0]) & hmac.compare_digest(password, self.user[1]):
+                return None
+        challenge = 'Basic realm="edged dashboard", charset="UTF-8"' if self.user else 'Bearer realm="edged dashboard"'
+        return PlainTextResponse("unauthorised: see docs/dashboard.md, Security\n", 401, {"WWW-Authenticate": challenge})

@@ -1,0 +1,140 @@
+"""The dashboard's history: per-minute aggregates per device in SQLite, kept for a retention period.
+
+One row per (device, minute): how many faces appeared with or changed to each emotion, the sum and count of the
+faces-in-view samples (state messages), of the fps samples and of the camera-down samples (stats messages). Rows
+are added to (never overwritten), so a restarted dashboard goes on filling the minute it stopped in, and
+`series()` sums rows into buckets (a minute, a quarter hour) for one device or for every device whose id starts
+with a prefix. Deltas wait in memory and are written by `flush()` (the dashboard calls it every few seconds and
+before every query), so the paho thread never waits for the disk.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from edged.errors import ListenError
+from edged.fleet import ts_epoch
+from edged.payloads import EMOTIONS, Event, State, Stats
+
+MINUTE = 60
+_COLUMNS = (*EMOTIONS, "faces_sum", "faces_n", "fps_sum", "fps_n", "camera_down", "stats_n")
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS minutes (
+    device TEXT NOT NULL,
+    minute INTEGER NOT NULL,  -- UTC epoch seconds of the minute's start
+    {", ".join(f"{c} REAL NOT NULL DEFAULT 0" for c in _COLUMNS)},
+    PRIMARY KEY (device, minute)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS minutes_by_time ON minutes (minute);
+"""
+
+
+class History:
+    """Per-minute aggregates in the SQLite file `path` (":memory:" for none), pruned after `retention_s` seconds.
+
+    Thread-safe: `record` is called from the MQTT thread, the rest from the web server's.
+    Raises ListenError when the file cannot be opened or is not a history database.
+    """
+
+    def __init__(self, path: Path | str, retention_s: float) -> None:
+        self.path, self.retention_s = path, retention_s
+        self._lock = threading.Lock()  # the pending deltas
+        self._db_lock = threading.Lock()  # the connection
+        self._pending: defaultdict[tuple[str, int], defaultdict[str, float]] = defaultdict(lambda: defaultdict(float))
+        try:
+            if isinstance(path, Path):
+                path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+            self._db.executescript("PRAGMA journal_mode=WAL;" + _SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
+            raise ListenError(f"cannot open the dashboard history {path} (EDGED_DASHBOARD__DATABASE): {exc}") from None
+
+    def record(self, message: Event | State | Stats, now: float) -> None:
+        """Count one payload folded into the fleet view at `now` (UTC epoch seconds) into its minute."""
+        if isinstance(message, Event):
+            if message.type == "face_left" or message.emotion not in EMOTIONS:
+                return
+            # An event belongs to when it happened (an outbox replays old ones after an outage), unless its
+            # time is in the future or older than the retention: a device's clock is not trusted that far.
+            when = ts_epoch(message.ts)
+            at = when if now - self.retention_s < when <= now + MINUTE else now
+            self._add(message.device, at, {message.emotion: 1})
+        elif isinstance(message, State):
+            self._add(message.device, now, {"faces_sum": len(message.faces), "faces_n": 1})
+        elif isinstance(message, Stats):
+            self._add(message.device, now, {"fps_sum": message.fps, "fps_n": 1,
+                                            "camera_down": 0 if message.camera_ok else 1, "stats_n": 1})
+
+    def _add(self, device: str, at: float, counts: dict[str, float]) -> None:
+        with self._lock:
+            row = self._pending[(device, int(at // MINUTE * MINUTE))]
+            for column, value in counts.items():
+                row[column] += value
+
+    def flush(self, now: float) -> int:
+        """Write the pending deltas and prune what is older than the retention; returns the rows written."""
+        with self._lock:
+            pending, self._pending = self._pending, defaultdict(lambda: defaultdict(float))
+        rows = [(device, minute, *(counts.get(c, 0.0) for c in _COLUMNS)) for (device, minute), counts in pending.items()]
+        with self._db_lock:
+            updates = ", ".join(f"{c} = {c} + excluded.{c}" for c in _COLUMNS)
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany(
+                    f"INSERT INTO minutes (device, minute, {', '.join(_COLUMNS)}) "
+                    f"VALUES ({', '.join('?' * (len(_COLUMNS) + 2))}) ON CONFLICT (device, minute) DO UPDATE SET {updates}",
+                    rows)
+                self._db.execute("DELETE FROM minutes WHERE minute < ?", (now - self.retention_s,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            return len(rows)
+
+    def series(self, now: float, span_s: float, bucket_s: int, *, device: str | None = None,
+               group: str = "") -> dict[str, Any]:
+        """Buckets of `bucket_s` seconds over the last `span_s` seconds, of `device` or of every device whose id
+        starts with `group` ("" = the whole fleet): {"t": [bucket start, UTC epoch s], "emotions": {label: [events]},
+        "faces": [mean faces in view or None], "fps": [mean fps or None], "camera_ok": [share 0-1 or None]}.
+        Every bucket is there, empty ones with zero events and None samples."""
+        self.flush(now)
+        first = int((now - span_s) // bucket_s * bucket_s) + bucket_s
+        starts = list(range(first, int(now // bucket_s * bucket_s) + 1, bucket_s))
+        sums = ", ".join(f"SUM({c})" for c in _COLUMNS)
+        where, args = ("device = ?", [device]) if device is not None else ("substr(device, 1, ?) = ?", [len(group), group])
+        with self._db_lock:
+            found = self._db.execute(
+                f"SELECT minute / ? * ? AS bucket, {sums} FROM minutes WHERE minute >= ? AND {where} GROUP BY bucket",
+                [bucket_s, bucket_s, first, *args]).fetchall()
+        by_start = {int(row[0]): dict(zip(_COLUMNS, row[1:], strict=True)) for row in found}
+        out: dict[str, Any] = {"t": starts, "bucket_s": bucket_s, "emotions": {e: [] for e in EMOTIONS},
+                               "faces": [], "fps": [], "camera_ok": []}
+        for start in starts:
+            row = by_start.get(start)
+            for emotion in EMOTIONS:
+                out["emotions"][emotion].append(int(row[emotion]) if row else 0)
+            out["faces"].append(_mean(row, "faces_sum", "faces_n"))
+            out["fps"].append(_mean(row, "fps_sum", "fps_n"))
+            down = _mean(row, "camera_down", "stats_n")
+            out["camera_ok"].append(None if down is None else round(1 - down, 3))
+        return out
+
+    def rows(self) -> int:
+        """Rows in the database (after a flush): what the retention bounds."""
+        with self._db_lock:
+            return self._db.execute("SELECT COUNT(*) FROM minutes").fetchone()[0]
+
+    def close(self, now: float) -> None:
+        """Write what is pending and close the file."""
+        try:
+            self.flush(now)
+        finally:
+            self._db.close()
+
+
+def _mean(row: dict[str, float] | None, total: str, count: str) -> float | None:
+    return round(row[total] / row[count], 2) if row and row[count] else None

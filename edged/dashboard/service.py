@@ -1,0 +1,151 @@
+"""What the dashboard knows: the fleet (edged.fleet's model, fed by edged.watch's MQTT feed), its history, and the
+live updates waiting for the pages.
+
+The web layer (edged.dashboard.app) only renders what this returns. Every method that reads the fleet holds the
+feed's lock, the one the MQTT thread holds while it folds a message in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from pydantic import SecretStr
+
+from edged.dashboard.history import History
+from edged.fleet import FleetView
+from edged.payloads import STATUS_ONLINE, Event, State, Stats
+from edged.settings import DashboardSettings, MqttSettings
+from edged.watch import Feed
+
+CLIENT_QUEUE = 8  # updates waiting for one page; a page that falls further behind gets a full picture instead
+FULL_EVERY_S = 5.0
+# Duplicates are told from resets over the last 512 messages of each device and topic (a QoS 1 redelivery comes
+# within the publisher's in-flight window, 20 by default): about 100 kB per kiosk rather than edged watch's 4096.
+RECENT_SEQS = 512  # a full picture now and then: `stale` and "last seen" change without any message
+
+
+class Dashboard:
+    """The fleet view, the MQTT feed that fills it, the history it records, and the pages listening for updates."""
+
+    def __init__(self, settings: DashboardSettings, mqtt: MqttSettings, password: SecretStr | None,
+                 history: History) -> None:
+        self.settings, self.history = settings, history
+        self.view = FleetView(mqtt.topic_prefix, window_s=settings.window_s, stale_s=settings.stale_s,
+                              recent_seqs=RECENT_SEQS)
+        self.feed = Feed(mqtt, password, self.view, client_prefix="edged-dashboard", listener=self._on_message)
+        self.started = time.time()
+        self._dirty: set[str] = set()
+        self._pages: set[asyncio.Queue[str | None]] = set()
+        self._last_full = 0.0
+
+    def _on_message(self, topic: str, folded: Event | State | Stats | None, now: float) -> None:
+        # Called by the feed under its lock, in paho's thread.
+        parts = topic.split("/")
+        if len(parts) == 3 and parts[1] in self.view.devices:
+            self._dirty.add(parts[1])
+        if folded is not None:
+            self.history.record(folded, now)
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[Dashboard]:
+        """Connected to the broker (retrying in the background) while in the block; the history flushed after."""
+        try:
+            with self.feed.running():
+                yield self
+        finally:
+            self.history.close(time.time())
+
+    def broker(self) -> dict[str, Any]:
+        """{"connected": whether the subscription is up, "detail": the link in words}."""
+        return {"connected": self.feed.connected, "detail": self.feed.link}
+
+    def _rows(self, names: list[str], now: float) -> dict[str, dict[str, Any]]:
+        alerts: dict[str, list[dict[str, str]]] = {}
+        for alert in self.view.alerts(now):
+            alerts.setdefault(alert.device, []).append({"kind": alert.kind, "detail": alert.detail})
+        rows = {}
+        for name in names:
+            row = self.view.device_snapshot(self.view.devices[name], now)
+            row["alerts"] = alerts.get(name, [])
+            rows[name] = row
+        return rows
+
+    def overview(self, now: float) -> dict[str, Any]:
+        """The whole fleet: {"now", "prefix", "broker", "fleet", "devices": {id: row}, "alerts": [...], "rejected"};
+        a row is FleetView.device_snapshot plus its alerts. Times in UTC epoch seconds."""
+        with self.feed.lock:
+            snapshot = self.view.snapshot(now, devices=False)
+            snapshot["devices"] = self._rows(sorted(self.view.devices), now)
+        return {"now": now, "broker": self.broker(), "full": True, **snapshot}
+
+    def device(self, name: str, now: float) -> dict[str, Any] | None:
+        """One device's row, its current faces and latest events (newest first); None when never seen."""
+        with self.feed.lock:
+            if name not in self.view.devices:
+                return None
+            d = self.view.devices[name]
+            row = self._rows([name], now)[name]
+            faces = [f.model_dump() for f in d.faces]
+            events = [e.model_dump(exclude_none=True) for e in d.recent]
+            stats = None if d.stats is None else d.stats.model_dump()
+        return {"now": now, "device": name, "broker": self.broker(), "row": row, "faces": faces, "events": events,
+                "stats": stats}
+
+    def update(self, now: float) -> dict[str, Any]:
+        """What changed since the last update (every device now and then): {"now", "broker", "fleet", "full",
+        "devices": {id: row}, "alerts"}."""
+        full = now - self._last_full >= FULL_EVERY_S
+        with self.feed.lock:
+            names = sorted(self.view.devices) if full else sorted(self._dirty)
+            self._dirty.clear()
+            rows = self._rows(names, now)
+            alerts = [{"device": a.device, "kind": a.kind, "detail": a.detail} for a in self.view.alerts(now)]
+            devices = self.view.devices.values()
+            fleet = {"devices": len(devices), "online": sum(d.status == STATUS_ONLINE for d in devices),
+                     "faces": sum(len(d.faces) for d in devices)}
+            if full:
+                fleet["emotion_mix"] = self.view.emotion_mix(None, now)
+        if full:
+            self._last_full = now
+        return {"now": now, "broker": self.broker(), "fleet": fleet, "full": full, "devices": rows, "alerts": alerts}
+
+    def listen(self) -> asyncio.Queue[str | None]:
+        """A queue of JSON updates for one page; the first is the whole fleet. None in it means: close."""
+        queue: asyncio.Queue[str | None] = asyncio.Queue(CLIENT_QUEUE + 1)
+        queue.put_nowait(json.dumps(self.overview(time.time())))
+        self._pages.add(queue)
+        return queue
+
+    def forget(self, queue: asyncio.Queue[str | None]) -> None:
+        self._pages.discard(queue)
+
+    @property
+    def pages(self) -> int:
+        """Pages listening for updates now."""
+        return len(self._pages)
+
+    async def push(self, stop: asyncio.Event) -> None:
+        """Until `stop`: every push_interval_s, the changes to every listening page; history to disk every 5 s."""
+        last_flush = time.monotonic()
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.settings.push_interval_s)
+            if self._pages:
+                update = await asyncio.to_thread(self.update, time.time())
+                data = json.dumps(update)
+                for queue in list(self._pages):
+                    if queue.qsize() >= CLIENT_QUEUE:  # a slow page: its next update must be a full picture
+                        self._last_full = 0.0
+                        continue
+                    queue.put_nowait(data)
+            if time.monotonic() - last_flush >= 5.0:
+                last_flush = time.monotonic()
+                await asyncio.to_thread(self.history.flush, time.time())
+        for queue in list(self._pages):
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(None)

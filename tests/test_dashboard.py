@@ -1,0 +1,364 @@
+"""`edged dashboard` as a real process on a real Mosquitto: JSON API, /metrics, history across restarts, retention,
+auth and its configuration errors. (The pages in a real browser: tests/test_dashboard_browser.py.)"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from email.message import Message
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from media import ROOT
+from mosquitto import USERS, Subscriber, free_port, wait_until
+from prometheus_client.parser import text_string_to_metric_families
+from test_publisher import STATS, track
+
+from edged import __version__
+from edged.dashboard.history import History
+from edged.faces import TrackEvent
+from edged.payloads import Event, State, Stats, utc_iso
+from edged.publisher import MqttPublisher
+from edged.settings import MqttSettings, known_variables, load_settings
+
+XSS = "<img src=x onerror=alert(1)>"
+TOKEN = "t0ken-for-the-dashboard"
+
+
+class DashboardProcess:
+    """`python -m edged dashboard` on a free port, fed by the broker on `broker_port`; `env` adds EDGED_* variables."""
+
+    def __init__(self, broker_port: int, workdir: Path, **env: str) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("EDGED_")}
+        self.env = {**clean, "EDGED_MQTT__HOST": "127.0.0.1", "EDGED_MQTT__PORT": str(broker_port),
+                    "EDGED_DASHBOARD__PORT": str(self.port), "EDGED_DASHBOARD__DATABASE": str(workdir / "history.sqlite3"),
+                    "EDGED_DASHBOARD__PUSH_INTERVAL_S": "0.2", **env}
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[str] | None = None
+
+    def start(self, subscribed: bool = True) -> DashboardProcess:
+        """Start and wait until it answers (and, if `subscribed`, until it is subscribed to the broker)."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.log = open(self.workdir / "dashboard.log", "a")  # noqa: SIM115  # closed in stop()
+        self.process = subprocess.Popen([sys.executable, "-m", "edged", "dashboard"], env=self.env, cwd=ROOT,
+                                        stdout=self.log, stderr=subprocess.STDOUT, text=True)
+
+        def answers() -> bool:
+            assert self.process.poll() is None, f"the dashboard exited: {self.output()}"
+            try:
+                return get(self.url + "/api/fleet", headers=self.auth_headers())[0] == 200
+            except OSError:
+                return False
+
+        try:
+            wait_until(answers, 20, "the dashboard to answer")
+            if subscribed:
+                wait_until(lambda: get_json(self.url + "/api/fleet", self.auth_headers())["broker"]["connected"], 10,
+                           "the dashboard to subscribe")
+        except BaseException:
+            self.stop()  # a `with` does not call __exit__ when __enter__ fails
+            raise
+        return self
+
+    def auth_headers(self) -> dict[str, str]:
+        token, user = self.env.get("EDGED_DASHBOARD__TOKEN"), self.env.get("EDGED_DASHBOARD__USERNAME")
+        if user:
+            pair = f"{user}:{self.env['EDGED_DASHBOARD__PASSWORD']}".encode()
+            return {"Authorization": "Basic " + base64.b64encode(pair).decode()}
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+    def output(self) -> str:
+        return (self.workdir / "dashboard.log").read_text()
+
+    def stop(self) -> int:
+        """SIGTERM, as systemd stops it; returns the exit status."""
+        if self.process is None:
+            return 0
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            status = self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            status = self.process.wait()
+        self.process = None
+        self.log.close()
+        return status
+
+    def __enter__(self) -> DashboardProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def get(url: str, headers: dict[str, str] | None = None, method: str = "GET") -> tuple[int, Message, bytes]:
+    """(status, headers, body) of one request; an HTTP error status is returned, not raised."""
+    request = urllib.request.Request(url, headers=headers or {}, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.headers, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers, exc.read()
+
+
+def get_json(url: str, headers: dict[str, str] | None = None) -> dict:
+    status, _, body = get(url, headers)
+    assert status == 200, (status, body[:300])
+    return json.loads(body)
+
+
+def row(dashboard: DashboardProcess, device: str) -> dict:
+    """The device's row in /api/fleet, {} while it is not there."""
+    return get_json(dashboard.url + "/api/fleet", dashboard.auth_headers())["devices"].get(device, {})
+
+
+def publisher(port: int, device: str) -> MqttPublisher:
+    settings = MqttSettings(host="127.0.0.1", port=port, state_interval_s=0, reconnect_min_s=0.1, reconnect_max_s=0.5)
+    pub = MqttPublisher(settings, device, None, model_id="emotions-test", version=__version__)
+    pub.start()
+    assert pub.wait_connected(5)
+    return pub
+
+
+@pytest.fixture
+def dashboard(broker, tmp_path):
+    with DashboardProcess(broker.port, tmp_path / "dashboard") as running:
+        yield running
+
+
+def test_the_api_shows_kiosks_their_health_and_history(broker, dashboard):
+    pubs = [publisher(broker.port, name) for name in ("lobby-1", "lobby-2", XSS)]
+    try:
+        now = time.time()
+        for i, pub in enumerate(pubs):
+            pub.event(TrackEvent("face_appeared", track(emotion="happy"), now))
+            pub.event(TrackEvent("emotion_changed", track(emotion="sad"), now, previous_emotion="happy"))
+            pub.state([track()] * (i + 1), now)
+            pub.stats(STATS)
+        fleet = wait_until(lambda: (f := get_json(dashboard.url + "/api/fleet"))["fleet"]["devices"] == 3
+                           and all(d["seq"]["events"]["last"] == 2 and d["fps"] for d in f["devices"].values()) and f,
+                           10, "three kiosks with their events and stats")
+        assert fleet["broker"]["connected"] is True
+        assert {name: (d["health"], d["faces"], d["camera_ok"]) for name, d in fleet["devices"].items()} == {
+            "lobby-1": ("online", 1, True), "lobby-2": ("online", 2, True), XSS: ("online", 3, True)}
+        pubs[0].close()  # a clean stop: the broker shows it offline at once
+        wait_until(lambda: row(dashboard, "lobby-1")["health"] == "offline", 10, "lobby-1 offline")
+        fleet = get_json(dashboard.url + "/api/fleet")
+        assert ("lobby-1", "offline") in {(a["device"], a["kind"]) for a in fleet["alerts"]}
+
+        device = get_json(dashboard.url + "/api/devices/" + quote(XSS))
+        assert device["device"] == XSS and [e["type"] for e in device["events"]] == ["emotion_changed", "face_appeared"]
+        assert get(dashboard.url + "/api/devices/nobody")[0] == 404
+
+        history = get_json(dashboard.url + "/api/history?range=hour&group=lobby-")
+        assert len(history["t"]) == 60 and history["bucket_s"] == 60
+        assert sum(history["emotions"]["happy"]) == 2 and sum(history["emotions"]["sad"]) == 2  # lobby-1 and lobby-2
+        assert get(dashboard.url + "/api/history?range=year")[0] == 400
+    finally:
+        for pub in pubs:
+            pub.close()
+
+
+def test_metrics_parse_and_carry_the_device_label(broker, dashboard):
+    pub = publisher(broker.port, XSS)
+    raw = Subscriber(broker.port, "unused")  # the stats of a kiosk whose camera is lost, with events spooled
+    try:
+        raw.publish(f"edged/{XSS}/stats", _stats(XSS, 1, camera_ok=False, outbox_depth=7).to_json())
+        pub.state([track(), track(id_=2)], time.time())
+        wait_until(lambda: get_json(dashboard.url + "/api/fleet")["devices"].get(XSS, {}).get("faces") == 2, 10,
+                   "the kiosk's state")
+        status, headers, body = get(dashboard.url + "/metrics")
+        assert status == 200 and headers["Content-Type"].startswith("text/plain")
+        samples = {(s.name, s.labels.get("device"), s.labels.get("kind")): s.value
+                   for family in text_string_to_metric_families(body.decode()) for s in family.samples}
+        assert samples[("edged_device_up", XSS, None)] == 1
+        assert samples[("edged_device_faces", XSS, None)] == 2
+        assert samples[("edged_device_camera_ok", XSS, None)] == 0
+        assert samples[("edged_device_outbox_depth", XSS, None)] == 7
+        assert samples[("edged_device_alerts", XSS, "camera")] == 1
+        assert samples[("edged_device_events_resets_total", XSS, None)] == 0
+        assert samples[("edged_dashboard_broker_connected", None, None)] == 1
+        assert samples[("edged_dashboard_messages_total", None, None)] >= 3
+
+        def live_pages() -> float:
+            families = text_string_to_metric_families(get(dashboard.url + "/metrics")[2].decode())
+            return next(f.samples[0].value for f in families if f.name == "edged_dashboard_live_pages")
+
+        assert live_pages() == 0
+        with urllib.request.urlopen(dashboard.url + "/api/live", timeout=10) as stream:
+            first = json.loads(next(line for line in stream if line.startswith(b"data: "))[6:])
+            assert first["full"] and XSS in first["devices"]
+            assert live_pages() == 1
+        wait_until(lambda: live_pages() == 0, 10, "the closed stream to be forgotten")
+    finally:
+        pub.close()
+        raw.close()
+
+
+def test_history_survives_a_restart_and_sigterm_exits_0(broker, tmp_path):
+    workdir = tmp_path / "dashboard"
+    first = DashboardProcess(broker.port, workdir)
+    pub = publisher(broker.port, "kiosk-r")
+    try:
+        first.start()
+        for i in range(5):
+            pub.event(TrackEvent("face_appeared", track(id_=i, emotion="surprise"), time.time()))
+        wait_until(lambda: row(first, "kiosk-r").get("seq", {}).get("events", {}).get("last") == 5, 10, "five events")
+    finally:
+        pub.close()
+        status = first.stop()
+    assert status == 0, first.output()
+    # Events are not retained: after the restart they can only come from the database.
+    with DashboardProcess(broker.port, workdir) as second:
+        history = get_json(second.url + "/api/history?range=day&device=kiosk-r")
+        assert history["bucket_s"] == 900 and sum(history["emotions"]["surprise"]) == 5
+        assert get_json(second.url + "/api/devices/kiosk-r")["row"]["seq"]["events"]["last"] is None
+
+
+def _event(device: str, seq: int, ts: float, emotion: str = "happy") -> Event:
+    return Event(device=device, ts=utc_iso(ts), seq=seq, type="face_appeared", track=seq, emotion=emotion,
+                 confidence=0.9, scores={emotion: 0.9}, box=(1, 2, 3, 4))
+
+
+def _stats(device: str, seq: int, **fields: object) -> Stats:
+    return Stats.model_validate({**STATS, "device": device, "ts": utc_iso(time.time()), "seq": seq, "version": "x",
+                                 "model_id": "m", "cpu_temp_c": None, **fields})
+
+
+def test_history_buckets_prunes_after_the_retention_and_distrusts_device_clocks(tmp_path):
+    now = 1_800_000_030.0  # 30 s into a minute
+    history = History(tmp_path / "h.sqlite3", retention_s=3600)
+    history.record(_event("a", 1, now - 7200), now)  # older than the retention: counted now
+    history.record(_event("a", 2, now + 86_400), now)  # from the future: counted now
+    history.record(_event("a", 3, now - 120, "sad"), now)  # a replayed event: its own minute
+    history.record(_event("b", 1, now, "angry"), now)
+    history.record(State(device="a", ts=utc_iso(now), seq=1, faces=[]), now)
+    history.record(_stats("a", 1, camera_ok=False), now)
+    series = history.series(now, 3600, 60, device="a")
+    assert series["t"][-1] == 1_800_000_000 and len(series["t"]) == 60
+    assert series["emotions"]["happy"][-1] == 2 and series["emotions"]["sad"][-3] == 1
+    assert series["faces"][-1] == 0 and series["fps"][-1] == STATS["fps"] and series["camera_ok"][-1] == 0
+    assert series["faces"][-2] is None  # no sample is not zero faces
+    assert sum(history.series(now, 3600, 60)["emotions"]["angry"]) == 1  # the fleet: group ""
+    history.close(now)
+
+    reopened = History(tmp_path / "h.sqlite3", retention_s=60)  # a shorter retention after a restart
+    assert reopened.rows() == 3
+    reopened.flush(now)
+    assert reopened.rows() == 2  # the minute of the replayed event is gone; a's and b's current minute remain
+    reopened.flush(now + 3600)
+    assert reopened.rows() == 0
+    reopened.close(now)
+
+
+def test_a_token_or_a_user_is_required_and_nothing_can_be_changed(broker, tmp_path):
+    with DashboardProcess(broker.port, tmp_path / "token", EDGED_DASHBOARD__TOKEN=TOKEN) as dash:
+        assert get(dash.url + "/api/fleet")[0] == 401
+        assert get(dash.url + "/", {"Authorization": "Bearer wrong-token-wrong-token"})[0] == 401
+        assert get(dash.url + "/metrics", {"Authorization": f"Bearer {TOKEN}"})[0] == 200
+        # A browser opens /?token=... once: the token moves into a cookie and out of the address bar.
+        opener = urllib.request.build_opener(NoRedirect)
+        with pytest.raises(urllib.error.HTTPError) as redirect:
+            opener.open(dash.url + f"/kiosk/x?token={TOKEN}&range=day")
+        assert redirect.value.code == 303 and redirect.value.headers["Location"] == "/kiosk/x?range=day"
+        cookie = redirect.value.headers["Set-Cookie"].split(";")[0]
+        assert "HttpOnly" in redirect.value.headers["Set-Cookie"]
+        assert get(dash.url + "/api/fleet", {"Cookie": cookie})[0] == 200
+        assert get(dash.url + "/api/fleet", {"Cookie": "edged_dashboard_token=nope"})[0] == 401
+        assert get(dash.url + "/api/fleet", {"Authorization": f"Bearer {TOKEN}"}, method="POST")[0] == 405
+
+    user = {"EDGED_DASHBOARD__USERNAME": "ops", "EDGED_DASHBOARD__PASSWORD": "long-password"}
+    with DashboardProcess(broker.port, tmp_path / "basic", EDGED_DASHBOARD__HOST="0.0.0.0", **user) as dash:
+        def basic(user: str, password: str) -> dict[str, str]:
+            return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+        status, headers, _ = get(dash.url + "/")
+        assert status == 401 and headers["WWW-Authenticate"].startswith("Basic")
+        assert get(dash.url + "/", basic("ops", "wrong-password"))[0] == 401
+        assert get(dash.url + "/", basic("ops", "long-password"))[0] == 200
+        assert get(dash.url + "/", {"Authorization": "Basic !!!"})[0] == 401
+
+
+def test_the_broker_credentials_are_the_daemons_and_a_refusal_is_shown(auth_broker, tmp_path):
+    user = {"EDGED_MQTT__USERNAME": "watcher", "EDGED_MQTT_PASSWORD": USERS["watcher"]}
+    with DashboardProcess(auth_broker.port, tmp_path / "good", **user) as dash:
+        assert get_json(dash.url + "/api/fleet")["broker"]["connected"] is True
+    wrong = {"EDGED_MQTT__USERNAME": "watcher", "EDGED_MQTT_PASSWORD": "not-the-password"}
+    dash = DashboardProcess(auth_broker.port, tmp_path / "bad", **wrong)
+    try:
+        dash.start(subscribed=False)
+        broker = wait_until(lambda: (b := get_json(dash.url + "/api/fleet")["broker"])["detail"].startswith("MQTT broker")
+                            and b, 10, "the refusal")
+        assert broker["connected"] is False and "not-the-password" not in json.dumps(broker)
+    finally:
+        dash.stop()
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+def _dashboard_cli(env: dict[str, str], timeout: float = 20) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("EDGED_")}
+    return subprocess.run([sys.executable, "-m", "edged", "dashboard"], env={**clean, **env}, cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize(("env", "named"), [
+    ({"EDGED_DASHBOARD__HOST": "0.0.0.0"}, "EDGED_DASHBOARD__TOKEN"),
+    ({"EDGED_DASHBOARD__HOST": "192.0.2.1", "EDGED_DASHBOARD__USERNAME": "ops"}, "EDGED_DASHBOARD__PASSWORD"),
+    ({"EDGED_DASHBOARD__TOKEN": "short"}, "EDGED_DASHBOARD__TOKEN"),
+    ({"EDGED_DASHBOARD__PORT": "http"}, "EDGED_DASHBOARD__PORT"),
+    ({"EDGED_DASHBOARD__RETENTION": "7"}, "EDGED_DASHBOARD__RETENTION_DAYS"),  # a typo: "did you mean"
+])
+def test_configuration_errors_name_the_variable_and_exit_78(env, named):
+    result = _dashboard_cli(env)
+    assert result.returncode == 78, result.stderr
+    assert named in result.stderr and "configuration error" in result.stderr
+    assert "short" not in result.stderr  # secrets are never echoed
+
+
+def test_listening_beyond_loopback_needs_auth_in_the_settings():
+    with pytest.raises(Exception, match=r"EDGED_DASHBOARD__HOST=0\.0\.0\.0 listens beyond this machine"):
+        load_settings({"EDGED_DASHBOARD__HOST": "0.0.0.0"})
+    assert load_settings({"EDGED_DASHBOARD__HOST": "::1"}).dashboard.loopback
+    assert not load_settings({"EDGED_DASHBOARD__HOST": "dash.lan", "EDGED_DASHBOARD__TOKEN": TOKEN}).dashboard.loopback
+
+
+def test_a_port_in_use_exits_69_naming_it(broker, tmp_path):
+    with DashboardProcess(broker.port, tmp_path / "first") as first:
+        result = _dashboard_cli({"EDGED_DASHBOARD__PORT": str(first.port), "EDGED_STATE_DIR": str(tmp_path)})
+    assert result.returncode == 69, result.stderr
+    assert f"cannot listen on 127.0.0.1:{first.port}" in result.stderr and "EDGED_DASHBOARD__PORT" in result.stderr
+
+
+def test_the_kiosk_daemon_never_imports_the_dashboard():
+    code = ("import sys, edged.cli, edged.pipeline, edged.publisher, edged.watch; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('starlette', 'uvicorn', 'prometheus_client') "
+            "or m.startswith('edged.dashboard')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_docs_list_every_dashboard_variable_and_metric():
+    docs = (ROOT / "docs" / "dashboard.md").read_text()
+    for name in known_variables():
+        if name.startswith("EDGED_DASHBOARD__"):
+            assert f"`{name}`" in docs, name
+    from edged.dashboard import metrics
+
+    for name in re.findall(r"edged_(?:device|dashboard)_\w+", metrics.__doc__):
+        assert name in docs, name

@@ -1,0 +1,167 @@
+"""The dashboard's pages in a real headless browser (Debian's chromium, driven by Selenium), fed by real `edged run`
+kiosks on the sample clip and simulated ones, through a real Mosquitto: what only a browser can show.
+
+Set EDGED_SCREENSHOTS=<dir> to keep the overview and kiosk screenshots (docs/dashboard-*.png are made so).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from media import ROOT, SAMPLE_CLIP, require_model
+from mosquitto import wait_until
+from test_dashboard import XSS, DashboardProcess, publisher, row
+from test_publisher import STATS, track
+
+from edged.faces import TrackEvent
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless chromium; skipped, saying why, only where it is not installed (scripts/setup.sh installs it as root)."""
+    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+        pytest.skip(f"chromium or chromedriver is not installed ({CHROMIUM}, {CHROMEDRIVER}): "
+                    "apt-get install chromium chromium-driver (scripts/setup.sh does it as root)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,860",
+                     "--disable-gpu", "--force-device-scale-factor=1"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def kiosk(port: int, device: str, workdir: Path) -> subprocess.Popen[str]:
+    """A real `edged run` on the sample clip (12 s in real time), with a short keepalive so a killed one is soon
+    shown offline by its last will."""
+    clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("EDGED_")}
+    env = {**clean, "EDGED_MODEL__PATH": str(require_model()), "EDGED_CAMERA__SOURCE": str(SAMPLE_CLIP),
+           "EDGED_MQTT__HOST": "127.0.0.1", "EDGED_MQTT__PORT": str(port), "EDGED_DEVICE_ID": device,
+           "EDGED_MQTT__KEEPALIVE": "5", "EDGED_MQTT__STATS_INTERVAL_S": "1", "EDGED_STATE_DIR": str(workdir / device)}
+    return subprocess.Popen([sys.executable, "-m", "edged", "run"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def js(driver, script: str):
+    return driver.execute_script(script)
+
+
+def table(driver) -> dict[str, str]:
+    """device -> status as the overview's table shows them."""
+    rows = js(driver, "return [...document.querySelectorAll('#devices tbody tr')]"
+                      ".map(tr => [tr.cells[0].textContent, tr.cells[1].textContent])")
+    return dict(rows)  # in the page's order
+
+
+def charted(driver) -> int:
+    """Events in the page's emotion chart; -1 before the chart is drawn."""
+    return js(driver, "return window.edged.emotionEvents ?? -1")
+
+
+def screenshot(driver, name: str, tmp_path: Path) -> None:
+    folder = Path(os.environ.get("EDGED_SCREENSHOTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    driver.save_screenshot(str(folder / f"dashboard-{name}.png"))
+
+
+def test_kiosks_appear_go_offline_when_killed_and_the_chart_gains_points(broker, browser, tmp_path):
+    sims = [publisher(broker.port, name) for name in ("lobby-sim-1", "lobby-sim-2")]
+    kiosks: list[subprocess.Popen[str]] = []
+    try:
+        with DashboardProcess(broker.port, tmp_path / "dashboard") as dash:
+            for i, pub in enumerate(sims):
+                pub.event(TrackEvent("face_appeared", track(emotion=("happy", "neutral")[i]), time.time()))
+                pub.state([track()] * (i + 1), time.time())
+                pub.stats(STATS)
+            browser.get(dash.url + "/kiosk/kiosk-b")  # before kiosk-b exists: its chart starts empty
+            wait_until(lambda: charted(browser) == 0, 15, "the empty emotion chart")
+            kiosks = [kiosk(broker.port, name, tmp_path) for name in ("kiosk-a", "kiosk-b")]
+            # The chart gains points as the real kiosk's events arrive (live: no reload).
+            wait_until(lambda: charted(browser) >= 1, 40, "points in the emotion chart")
+            assert js(browser, "return window.edged.updates") > 1
+            assert js(browser, "return document.querySelectorAll('#events tbody tr').length") >= 1
+            assert browser.find_element("css selector", "h1").text == "kiosk-b"
+
+            browser.get(dash.url + "/")
+            wait_until(lambda: {name: status for name, status in table(browser).items()} == {
+                "kiosk-a": "online", "kiosk-b": "online", "lobby-sim-1": "online", "lobby-sim-2": "online"}, 20,
+                "four kiosks online on the page")
+            wait_until(lambda: row(dash, "kiosk-a").get("fps"), 10, "kiosk-a's stats")
+            time.sleep(1)
+            screenshot(browser, "overview", tmp_path)
+            kiosks[0].send_signal(signal.SIGKILL)  # no clean stop: the broker publishes its last will
+            wait_until(lambda: table(browser).get("kiosk-a") == "offline", 20, "kiosk-a offline on the page")
+            assert "kiosk-a" in js(browser, "return document.getElementById('alerts').textContent")
+            assert table(browser)["lobby-sim-1"] == "online"
+
+            # Sorting: by device name, then reversed.
+            browser.find_element("css selector", "th[data-key=device]").click()
+            assert list(table(browser)) == ["kiosk-a", "kiosk-b", "lobby-sim-1", "lobby-sim-2"]
+            browser.find_element("css selector", "th[data-key=device]").click()
+            assert list(table(browser)) == ["lobby-sim-2", "lobby-sim-1", "kiosk-b", "kiosk-a"]
+
+            browser.get(dash.url + "/kiosk/kiosk-b")
+            wait_until(lambda: charted(browser) >= 1, 15, "kiosk-b's history")
+            time.sleep(1)
+            screenshot(browser, "kiosk", tmp_path)
+            browser.get(dash.url + "/trend?group=kiosk-")
+            wait_until(lambda: charted(browser) >= 1, 15, "the group's trend")
+    finally:
+        for pub in sims:
+            pub.close()
+        for process in kiosks:
+            if process.poll() is None:
+                process.terminate()
+            process.communicate(timeout=20)
+
+
+def test_mqtt_strings_render_as_text_and_the_page_says_what_is_down(broker, browser, tmp_path):
+    pub = publisher(broker.port, XSS)
+    try:
+        with DashboardProcess(broker.port, tmp_path / "dashboard") as dash:
+            pub.event(TrackEvent("face_appeared", track(emotion="happy"), time.time()))
+            pub.stats({**STATS, "fps": 0.0})  # an alert whose text names the device
+            browser.get(dash.url + "/")
+            wait_until(lambda: XSS in table(browser), 15, "the kiosk with markup in its id")
+            # The id is text: no element was made from it and nothing ran (an alert() would block the driver).
+            assert js(browser, "return document.querySelectorAll('main img').length") == 0
+            assert XSS in js(browser, "return document.getElementById('alerts').textContent")
+            assert js(browser, "return document.querySelector('#devices td.device a').getAttribute('href')") == \
+                "/kiosk/" + quote(XSS, safe="()")
+            browser.find_element("css selector", "#devices td.device a").click()
+            wait_until(lambda: js(browser, "return window.edged.updates") > 0, 15, "the kiosk page's first update")
+            assert browser.find_element("css selector", "h1").text == XSS
+            assert browser.title.startswith(XSS)
+            assert js(browser, "return document.querySelectorAll('img').length") == 0
+            assert js(browser, "return document.getElementById('banner-broker').hidden") is True
+
+            broker.stop()
+            wait_until(lambda: not js(browser, "return document.getElementById('banner-broker').hidden"), 10,
+                       "the broker banner")
+            assert "no connection to the MQTT broker" in browser.find_element("id", "banner-broker").text
+        # The dashboard itself is gone now.
+        wait_until(lambda: not js(browser, "return document.getElementById('banner-page').hidden"), 10,
+                   "the page's own banner")
+        assert "no live connection to the dashboard" in browser.find_element("id", "banner-page").text
+        assert json.loads(js(browser, "return JSON.stringify(window.edged.lastUpdate.broker)"))["connected"] is False
+    finally:
+        pub.close()
