@@ -223,6 +223,8 @@ def test_history_survives_a_restart_and_sigterm_exits_0(broker, tmp_path):
     with DashboardProcess(broker.port, workdir) as second:
         history = get_json(second.url + "/api/history?range=day&device=kiosk-r")
         assert history["bucket_s"] == 900 and sum(history["emotions"]["surprise"]) == 5
+        # The device itself comes back from its retained status and state, once the broker has sent them.
+        wait_until(lambda: get(second.url + "/api/devices/kiosk-r")[0] == 200, 10, "kiosk-r from retained messages")
         assert get_json(second.url + "/api/devices/kiosk-r")["row"]["seq"]["events"]["last"] is None
 
 
