@@ -166,7 +166,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--stale", type=float, default=60.0, metavar="SECONDS",
                    help="alert when an online device sent nothing newer for SECONDS (default 60)")
     p.add_argument("--interval", type=float, default=0.5, metavar="SECONDS", help="redraw every SECONDS (default 0.5)")
-    add("dashboard", _dashboard, "serve the fleet dashboard (web pages, JSON API, /metrics); pip install 'edged[dashboard]'",
+    add("dashboard", _dashboard, "serve the fleet dashboard (web pages, JSON API, /metrics); pip install '.[dashboard]'",
         "Subscribe to <prefix>/+/# on the configured broker (EDGED_MQTT__*) and serve the fleet in a browser: an "
         "overview, a page per kiosk, the fleet's trend, a JSON API and Prometheus /metrics, with per-minute history "
         "in SQLite. Listens on EDGED_DASHBOARD__HOST:EDGED_DASHBOARD__PORT (127.0.0.1:8080); any other address needs "
@@ -377,7 +377,7 @@ def _dashboard(args: argparse.Namespace) -> int:
     try:
         from edged.dashboard.server import serve
     except ModuleNotFoundError as exc:
-        raise ConfigError(f"the dashboard needs {exc.name}, which is not installed: pip install 'edged[dashboard]'") from None
+        raise ConfigError(f"the dashboard needs {exc.name}, which is not installed: pip install '.[dashboard]'") from None
     # uvicorn handles SIGTERM and SIGINT while it serves, then re-raises the signal: ours then only sets an event,
     # so the history's last seconds are written before the process exits (0, like `run`).
     _stop_on_signals()

@@ -32,13 +32,13 @@ from edged.settings import MqttSettings
 logger = logging.getLogger(__name__)
 
 
-Listener = Callable[[str, "Event | State | Stats | None", float], None]
+Listener = Callable[[str, "Event | State | Stats | None", float, bool], None]
 
 
 class Feed:
     """A paho client that folds every message under `<prefix>/+/#` into `view`, holding `lock` while it does.
 
-    `listener(topic, folded payload or None, received at)` is called after each message, under the lock (the
+    `listener(topic, folded payload or None, received at, retained)` is called after each message, under the lock (the
     dashboard keeps its history and its list of changed devices with it). `connected` is whether the
     subscription is up; `received` counts messages.
     """
@@ -103,7 +103,8 @@ class Feed:
                 now = time.time()
                 folded = self.view.apply(message.topic, message.payload, now)
                 if self.listener is not None:
-                    self.listener(message.topic, folded, now)
+                    # retained: the broker's stored copy, sent because we (re)subscribed, not a new sample
+                    self.listener(message.topic, folded, now, bool(message.retain))
             except Exception as exc:
                 self.view.rejected += 1
                 if not self.failed:

@@ -1,4 +1,4 @@
-"""The `quantize` command line: train, convert, check. Exit 0 ok, 1 accuracy gate failed, 2 bad input."""
+"""The `quantize` command line: train, distill, recalibrate, convert, check. Exit 0 ok, 1 accuracy gate failed, 2 bad input."""
 
 from __future__ import annotations
 
@@ -68,6 +68,20 @@ def _parser() -> argparse.ArgumentParser:
                    help="weight of the soft labels against the smoothed true labels (default 0.7)")
     _training_flags(p)
     p.set_defaults(run=_distill)
+
+    p = sub.add_parser("recalibrate", help="recompute a trained model's batch-norm statistics on training faces",
+                       description="For a model saved by `quantize train` (whole faces in, pixels/255): every batch "
+                       "norm's moving mean and variance is replaced by the exact average of its batch statistics over "
+                       "training faces (centre crops). `train` does this for the EMA weights it saves; this command "
+                       "does it for models saved before it did.",
+                       epilog="Example: quantize recalibrate runs/edge/edge.snapshot1.keras --data fer2013.csv "
+                       "--out runs/edge/edge.recalibrated.keras")
+    p.add_argument("model", type=Path, metavar="MODEL", help="a .keras model saved by quantize train")
+    p.add_argument("--data", required=True, type=Path, help=DATA_HELP)
+    p.add_argument("--out", required=True, type=Path, help="the .keras model to write")
+    p.add_argument("--split", default="Training", help="split to take the faces from (default Training)")
+    p.add_argument("--faces", type=positive_int, default=8192, help="how many faces (default 8192)")
+    p.set_defaults(run=_recalibrate)
 
     p = sub.add_parser("convert", help="convert a Keras model to a full-int8 .tflite that takes raw pixels",
                        description="Full-integer post-training quantization: int8 weights, activations, input and "
@@ -246,6 +260,14 @@ def _distill(args) -> int:
         return train.soft_labels(args.teacher, faces, args.tta)
 
     return _run_training(args, {"distill_alpha": args.alpha}, soft)
+
+
+def _recalibrate(args) -> int:
+    from quantize.train import recalibrate
+
+    layers = recalibrate(args.model, args.data, args.out, args.split, args.faces)
+    print(f"{args.out}: batch-norm statistics of {layers} layers recomputed on {args.faces} {args.split} faces")
+    return EXIT_OK
 
 
 def _convert(args) -> int:

@@ -379,6 +379,28 @@ def _recalibrated(model, weights: list[np.ndarray], faces: Faces, options: Train
         model.set_weights(own)
 
 
+def recalibrate(model_path: Path, data: Path, out: Path, split: str = "Training",
+                limit: int = RECALIBRATION_FACES) -> int:
+    """Recompute the batch-norm statistics of a model `quantize train` saved (whole faces in, pixels/255,
+    the centre crop inside the graph) on `limit` faces of `split`, and save it to `out`. For models saved
+    before `train` did this itself. Returns the number of batch-norm layers recomputed.
+
+    Raises ModelError for a file that is not a Keras model, DataError for unusable data."""
+    from keras import layers
+
+    from quantize.keras_io import input_size, load_keras
+
+    model = load_keras(model_path)
+    net = next((layer for layer in model.layers if hasattr(layer, "layers")), model)
+    size, crop = input_size(model)[0], input_size(net)[0]
+    faces = _load(data, split).resized(size, size)
+    options = TrainOptions(size=size, crop=crop if crop != size else None)
+    net.set_weights(_recalibrated(net, net.get_weights(), faces, options, limit))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model.save(out)
+    return sum(isinstance(layer, layers.BatchNormalization) for layer in net._flatten_layers())
+
+
 def deployable(options: TrainOptions, weights: list[np.ndarray] | None = None):
     """The model as shipped: whole size x size faces in, the centre crop inside the graph, class scores out."""
     from keras import layers, models

@@ -4,10 +4,12 @@ auth and its configuration errors. (The pages in a real browser: tests/test_dash
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -214,11 +216,15 @@ def test_history_survives_a_restart_and_sigterm_exits_0(broker, tmp_path):
         first.start()
         for i in range(5):
             pub.event(TrackEvent("face_appeared", track(id_=i, emotion="surprise"), time.time()))
+        pub.state([track()], time.time())  # retained: the broker sends it again to the restarted dashboard
         wait_until(lambda: row(first, "kiosk-r").get("seq", {}).get("events", {}).get("last") == 5, 10, "five events")
+        wait_until(lambda: row(first, "kiosk-r").get("faces") == 1, 10, "the state")
     finally:
         pub.close()
         status = first.stop()
     assert status == 0, first.output()
+    samples = _samples(workdir / "history.sqlite3", "kiosk-r")
+    assert samples[0] >= 1, samples
     # Events are not retained: after the restart they can only come from the database.
     with DashboardProcess(broker.port, workdir) as second:
         history = get_json(second.url + "/api/history?range=day&device=kiosk-r")
@@ -226,6 +232,15 @@ def test_history_survives_a_restart_and_sigterm_exits_0(broker, tmp_path):
         # The device itself comes back from its retained status and state, once the broker has sent them.
         wait_until(lambda: get(second.url + "/api/devices/kiosk-r")[0] == 200, 10, "kiosk-r from retained messages")
         assert get_json(second.url + "/api/devices/kiosk-r")["row"]["seq"]["events"]["last"] is None
+    # The retained state updated the restarted view but is not a new sample: the history counts it once.
+    assert _samples(workdir / "history.sqlite3", "kiosk-r") == samples
+
+
+def _samples(database: Path, device: str) -> tuple[int, int]:
+    """(state samples, stats samples) of `device` in a dashboard's history file."""
+    with contextlib.closing(sqlite3.connect(database)) as db:
+        faces, stats = db.execute("SELECT SUM(faces_n), SUM(stats_n) FROM minutes WHERE device = ?", (device,)).fetchone()
+    return int(faces or 0), int(stats or 0)
 
 
 def _event(device: str, seq: int, ts: float, emotion: str = "happy") -> Event:

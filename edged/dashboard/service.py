@@ -43,12 +43,14 @@ class Dashboard:
         self._pages: set[asyncio.Queue[str | None]] = set()
         self._last_full = 0.0
 
-    def _on_message(self, topic: str, folded: Event | State | Stats | None, now: float) -> None:
+    def _on_message(self, topic: str, folded: Event | State | Stats | None, now: float, retained: bool) -> None:
         # Called by the feed under its lock, in paho's thread.
         parts = topic.split("/")
         if len(parts) == 3 and parts[1] in self.view.devices:
             self._dirty.add(parts[1])
-        if folded is not None:
+        # A retained state or stats is the broker's copy of an old sample, sent again on every (re)subscription
+        # (a dashboard restart): it updates the view, but the history counted it when it was new.
+        if folded is not None and not retained:
             self.history.record(folded, now)
 
     @contextlib.contextmanager
