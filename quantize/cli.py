@@ -265,8 +265,8 @@ def _distill(args) -> int:
 def _recalibrate(args) -> int:
     from quantize.train import recalibrate
 
-    layers = recalibrate(args.model, args.data, args.out, args.split, args.faces)
-    print(f"{args.out}: batch-norm statistics of {layers} layers recomputed on {args.faces} {args.split} faces")
+    layers, faces = recalibrate(args.model, args.data, args.out, args.split, args.faces)
+    print(f"{args.out}: batch-norm statistics of {layers} layers recomputed on {faces} {args.split} faces")
     return EXIT_OK
 
 

@@ -380,10 +380,10 @@ def _recalibrated(model, weights: list[np.ndarray], faces: Faces, options: Train
 
 
 def recalibrate(model_path: Path, data: Path, out: Path, split: str = "Training",
-                limit: int = RECALIBRATION_FACES) -> int:
+                limit: int = RECALIBRATION_FACES) -> tuple[int, int]:
     """Recompute the batch-norm statistics of a model `quantize train` saved (whole faces in, pixels/255,
     the centre crop inside the graph) on `limit` faces of `split`, and save it to `out`. For models saved
-    before `train` did this itself. Returns the number of batch-norm layers recomputed.
+    before `train` did this itself. Returns (batch-norm layers recomputed, faces used).
 
     Raises ModelError for a file that is not a Keras model, DataError for unusable data."""
     from keras import layers
@@ -398,7 +398,7 @@ def recalibrate(model_path: Path, data: Path, out: Path, split: str = "Training"
     net.set_weights(_recalibrated(net, net.get_weights(), faces, options, limit))
     out.parent.mkdir(parents=True, exist_ok=True)
     model.save(out)
-    return sum(isinstance(layer, layers.BatchNormalization) for layer in net._flatten_layers())
+    return sum(isinstance(layer, layers.BatchNormalization) for layer in net._flatten_layers()), min(limit, len(faces))
 
 
 def deployable(options: TrainOptions, weights: list[np.ndarray] | None = None):
