@@ -361,8 +361,10 @@ def _recalibrated(model, weights: list[np.ndarray], faces: Faces, options: Train
     if not norms:
         return weights
     own, momenta = model.get_weights(), [layer.momentum for layer in norms]
+    # In random order: batches of a split stored by class would each see one class, and the average of their
+    # variances would miss the variance between classes.
     sample = np.random.default_rng(options.seed).permutation(len(faces))[:limit]
-    x = center_crop(tensorflow(), faces.x[np.sort(sample)][..., None].astype(np.float32) / 255.0, options.input_crop)
+    x = center_crop(tensorflow(), faces.x[sample][..., None].astype(np.float32) / 255.0, options.input_crop)
     model.set_weights(weights)
     try:
         for layer in norms:
