@@ -31,6 +31,11 @@ def make_clip(name: str, folder: Path) -> Path:
     return _clips_module().write(name, folder)
 
 
+def clip_frames(name: str):
+    """samples/clips.py's clip `name` as BGR frames (uint8, 480x640x3), made in memory."""
+    return _clips_module().CLIPS[name]()
+
+
 def rotated_clip(path: Path, frames: int = 45) -> Path:
     """samples/clips.py's phone clip: the sample clip stored sideways with an MP4 display matrix."""
     return _clips_module().rotated_phone_clip(path, frames)

@@ -8,7 +8,7 @@ import shutil
 import cv2
 import numpy as np
 import pytest
-from media import ASTRONAUT, GRACE_HOPPER, require_model
+from media import ASTRONAUT, GRACE_HOPPER, clip_frames, require_model
 
 from edged.classifier import EmotionClassifier
 from edged.detector import HaarDetector
@@ -98,14 +98,44 @@ def test_not_a_model_is_a_model_error(tmp_path):
         EmotionClassifier(model)
 
 
+@pytest.fixture(scope="module")
+def clip_faces() -> list[tuple[np.ndarray, list]]:
+    """(gray frame, Haar boxes) of every 3rd frame of the turning and smile clips that has a face: the two test
+    photographs' faces turned up to ~70 degrees, moving, and changing from neutral to a smile."""
+    detector = HaarDetector(DetectorSettings())
+    faces = []
+    for name in ("turning", "smile"):
+        for i, frame in enumerate(clip_frames(name)):
+            if i % 3 == 0:
+                gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+                if boxes := detector.detect(gray):
+                    faces.append((gray, boxes))
+    return faces
+
+
 @pytest.mark.parametrize("runtime", ["ai-edge-litert", "tflite-runtime"])
-def test_each_runtime_gives_the_same_scores(classifier, runtime):
+def test_each_runtime_reads_the_same_emotions(classifier, clip_faces, runtime):
+    """The runtimes run different int8 kernels (LiteRT: XNNPACK's; tflite-runtime 2.14: its built-in ones) that
+    round requantized activations differently, so their scores are close, not identical. Measured on the 3,589
+    PublicTest faces (models/README.md, "One model, two runtimes"): the shipped models' scores differ by at most
+    17-18 int8 output steps of 1/256 (mean 0.7-0.8 steps), 1.3-1.4% of faces change their top emotion (all near a
+    tie) and both runtimes score the same top-1 accuracy within 0.03 points. What edged relies on: the same
+    emotion wherever one clearly leads, and scores within that measured spread."""
     pytest.importorskip(runtime.replace("-", "_"), reason=f"{runtime} is not installed")
     other = EmotionClassifier(require_model(), threads=1, batch=4, runtime=runtime)
-    gray, boxes = _face(GRACE_HOPPER)
-    ours, theirs = classifier.classify(gray, boxes), other.classify(gray, boxes)
-    for a, b in zip(ours, theirs, strict=True):
-        assert a == pytest.approx(b, abs=1 / 256 + 1e-6)  # one int8 output step at most
+    ours, theirs = [], []
+    for gray, boxes in clip_faces:
+        ours += [list(s.values()) for s in classifier.classify(gray, boxes)]
+        theirs += [list(s.values()) for s in other.classify(gray, boxes)]
+    ours, theirs = np.array(ours), np.array(theirs)
+    assert len(ours) >= 30, "the clips should show a face in most frames"
+    steps = np.abs(ours - theirs) * 256
+    assert steps.max() <= 24, f"largest difference {steps.max():.0f} int8 steps"
+    assert steps.mean() <= 2, f"mean difference {steps.mean():.2f} int8 steps"
+    top2 = np.sort(ours, axis=1)[:, -2:]
+    clear = top2[:, 1] - top2[:, 0] > 2 * 24 / 256  # the leader ahead by more than two largest differences
+    assert clear.sum() >= len(ours) // 2
+    assert (ours.argmax(1) == theirs.argmax(1))[clear].all()
 
 
 def _with_sidecar(tmp_path, **changes):
