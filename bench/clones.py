@@ -9,10 +9,6 @@ other off, and `status` flips), per minute, and what edged counted. A figure, no
 from __future__ import annotations
 
 import argparse
-import getpass
-import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -20,6 +16,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from mosquitto import Mosquitto
 
 from edged.faces import Track
 from edged.publisher import MqttPublisher
@@ -45,54 +44,29 @@ def kiosk(pub: MqttPublisher, stop: threading.Event) -> None:
             pub.stats({**FIGURES, "frames": n})
 
 
-def listening(port: int, timeout: float = 10.0) -> None:
-    """Wait until the broker accepts TCP connections on `port`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=120.0)
     parser.add_argument("--protocol", choices=("5", "3.1.1"), default="5")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        s.close()
-        log = Path(tmp) / "mosquitto.log"
-        (Path(tmp) / "m.conf").write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nuser {getpass.getuser()}\n"
-                                          f"log_dest file {log}\nlog_type all\n")
-        broker = subprocess.Popen([shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", f"{tmp}/m.conf"],
-                                  stderr=subprocess.DEVNULL)
-        try:
-            listening(port)
-            mqtt = MqttSettings(host="127.0.0.1", port=port, protocol=args.protocol)
-            clones = [MqttPublisher(mqtt, "raspberrypi", None, "m", "0") for _ in range(2)]
-            stop = threading.Event()
-            drivers = [threading.Thread(target=kiosk, args=(pub, stop), daemon=True) for pub in clones]
-            for pub, driver in zip(clones, drivers, strict=True):
-                pub.start()
-                driver.start()
-            stop.wait(args.seconds)
-            stop.set()
-            for driver in drivers:
-                driver.join()
-            connects = log.read_text(errors="replace").count("as edged-raspberrypi ")
-            counted = [getattr(pub, "link", None) for pub in clones]
-            too_large = [getattr(pub, "_too_large", 0) for pub in clones]
-            for pub in clones:
-                pub.close(1.0)
-        finally:
-            broker.terminate()
-            broker.wait()
+    with tempfile.TemporaryDirectory() as tmp, Mosquitto(Path(tmp)).start() as broker:
+        port = broker.port
+        mqtt = MqttSettings(host="127.0.0.1", port=port, protocol=args.protocol)
+        clones = [MqttPublisher(mqtt, "raspberrypi", None, "m", "0") for _ in range(2)]
+        stop = threading.Event()
+        drivers = [threading.Thread(target=kiosk, args=(pub, stop), daemon=True) for pub in clones]
+        for pub, driver in zip(clones, drivers, strict=True):
+            pub.start()
+            driver.start()
+        stop.wait(args.seconds)
+        stop.set()
+        for driver in drivers:
+            driver.join()
+        connects = broker.log().count("as edged-raspberrypi ")
+        counted = [getattr(pub, "link", None) for pub in clones]
+        too_large = [getattr(pub, "_too_large", 0) for pub in clones]
+        for pub in clones:
+            pub.close(1.0)
     print(f"MQTT {args.protocol}, {args.seconds:.0f} s: the shared client id connected {connects} times "
           f"({connects / args.seconds * 60:.1f} per minute)")
     if all(counted):

@@ -266,8 +266,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             stop.set()
             dashboard.terminate()
             dashboard.wait(30)
-            broker.terminate()
-            broker.wait(10)
+            broker.stop()
     lat_all = np.array([lat for _, lat in live.latencies] or [float("nan")]) * 1000
     steady = samples[1:] or samples
     rss = [s["rss"] for s in samples]

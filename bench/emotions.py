@@ -11,13 +11,15 @@ before the setting existed (only the smoothing and the margin).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "samples"))
+
+import clips  # noqa: E402  (samples/clips.py)
 
 from edged.camera.opencv import OpenCVSource  # noqa: E402
 from edged.classifier import EmotionClassifier  # noqa: E402
@@ -26,13 +28,6 @@ from edged.faces import Detection  # noqa: E402
 from edged.roi import GuidedDetector  # noqa: E402
 from edged.settings import load_settings  # noqa: E402
 from edged.tracker import Tracker  # noqa: E402
-
-
-def _clips_module():
-    spec = importlib.util.spec_from_file_location("clips", ROOT / "samples" / "clips.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def detections(clip: Path, settings) -> tuple[list[tuple[float, list[Detection]]], float]:
@@ -67,7 +62,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--min-change", nargs="+", type=float, default=[0.0, 0.5, 1.0, 1.5, 2.0])
     args = parser.parse_args()
-    clips = _clips_module()
     settings = load_settings({})
     with tempfile.TemporaryDirectory() as tmp:
         paths = [clips.write(name, Path(tmp)) for name in clips.NAMES]

@@ -21,14 +21,10 @@ that N was not tested at full rate.
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import math
 import multiprocessing as mp
 import os
-import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -42,6 +38,9 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from mosquitto import Mosquitto, free_port
 
 from edged import __version__
 from edged.faces import Track, TrackEvent
@@ -65,38 +64,16 @@ def make_publisher(port: int, device_id: str) -> MqttPublisher:
                          thermal_path=Path("/nonexistent"))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_broker(workdir: Path, port: int, max_queued: int, nodelay: bool) -> subprocess.Popen[bytes]:
-    config = workdir / "mosquitto.conf"
-    config.write_text("\n".join([
-        f"listener {port} 127.0.0.1",
-        f"user {getpass.getuser()}",
-        "allow_anonymous true",
-        "persistence false",
-        "log_dest none",  # logging every PUBLISH would measure the log file
+def start_broker(workdir: Path, port: int, max_queued: int, nodelay: bool) -> Mosquitto:
+    """A started Mosquitto (tests/mosquitto.py) tuned for the benchmark; stop it with .stop()."""
+    return Mosquitto(workdir, port=port, log=False, extra=(
         # A subscriber that falls behind has at most this many QoS 1 messages queued before the broker drops
         # them (the default is 1000); the figure is printed with the results.
         f"max_queued_messages {max_queued}",
         # Mosquitto leaves Nagle's algorithm on by default: with the subscriber's delayed ACKs, small messages then
         # wait up to ~40 ms. A dashboard broker wants it off (docs/fleet.md).
         f"set_tcp_nodelay {'true' if nodelay else 'false'}",
-    ]) + "\n")
-    broker = subprocess.Popen([shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(config)],
-                              stderr=subprocess.DEVNULL)  # only its warning about running as root; logging is off
-    deadline = time.monotonic() + 5
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return broker
-        except OSError:
-            if time.monotonic() > deadline or broker.poll() is not None:
-                raise SystemExit(f"mosquitto did not start on port {port}") from None
-            time.sleep(0.05)
+    )).start()
 
 
 def cpu_seconds(pid: int) -> float:
@@ -224,8 +201,7 @@ def run(devices: int, seconds: float, processes: int, rates: dict[str, float], m
             wall = time.monotonic() - t0
             subscriber.close()
         finally:
-            broker.terminate()
-            broker.wait(10)
+            broker.stop()
 
     lost = late = duplicates = 0
     for device, counts in sent.items():

@@ -8,7 +8,6 @@ as fast as possible). Live sources run the periodic and retry scans beside the l
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 import tempfile
 import time
@@ -18,18 +17,14 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "samples"))
+
+import clips  # noqa: E402  (samples/clips.py)
 
 from edged.camera.opencv import OpenCVSource  # noqa: E402
 from edged.detector import HaarDetector  # noqa: E402
 from edged.roi import GuidedDetector  # noqa: E402
 from edged.settings import DetectorSettings  # noqa: E402
-
-
-def _clips_module():
-    spec = importlib.util.spec_from_file_location("clips", ROOT / "samples" / "clips.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def measure(clip: Path, settings: DetectorSettings) -> dict:
@@ -51,7 +46,6 @@ def measure(clip: Path, settings: DetectorSettings) -> dict:
 
 
 def main() -> None:
-    clips = _clips_module()
     settings = DetectorSettings()
     with tempfile.TemporaryDirectory() as tmp:
         paths = [clips.write(name, Path(tmp)) for name in clips.NAMES]

@@ -11,10 +11,6 @@ often it connected, what a subscriber received and what edged took as the broker
 from __future__ import annotations
 
 import argparse
-import getpass
-import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -25,8 +21,10 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from clones import SCORES, kiosk, listening
+from clones import SCORES, kiosk
+from mosquitto import Mosquitto
 
 from edged.faces import Track, TrackEvent
 from edged.outbox import Outbox
@@ -42,21 +40,13 @@ def main() -> None:
     parser.add_argument("--restarts", type=int, default=0, help="broker restarts, evenly spread")
     parser.add_argument("--daemon-restarts", type=int, default=0, help="new publishers on the same state directory")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        s.close()
-        log = Path(tmp) / "mosquitto.log"
-        (Path(tmp) / "m.conf").write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nuser {getpass.getuser()}\n"
-                                          + (f"max_packet_size {args.limit}\n" if args.limit else "")
-                                          + f"log_dest file {log}\nlog_type all\n")
-        command = [shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", f"{tmp}/m.conf"]
-        broker = subprocess.Popen(command, stderr=subprocess.DEVNULL)
+    with tempfile.TemporaryDirectory() as tmp:
+        broker = Mosquitto(Path(tmp), extra=(f"max_packet_size {args.limit}",) if args.limit else ()).start()
+        port = broker.port
         received: list[str] = []
         sub = paho.Client(CallbackAPIVersion.VERSION2, client_id="packet-limit-watcher")
         connects = 0
         try:
-            listening(port)
             sub.on_message = lambda c, u, m: received.append(m.topic.rsplit("/", 1)[1])
             sub.on_connect = lambda c, u, f, rc, p: c.subscribe("edged/#", 1)
             sub.reconnect_delay_set(0.1, 0.5)
@@ -83,9 +73,8 @@ def main() -> None:
                 while (now := time.monotonic()) < end:
                     if restart_at and now - started >= restart_at[0]:
                         restart_at.pop(0)
-                        broker.terminate()
-                        broker.wait()
-                        broker = subprocess.Popen(command, stderr=subprocess.DEVNULL)
+                        broker.stop()
+                        broker.start()
                     stop.wait(min(0.1, end - now))
                 stop.set()
                 driver.join()
@@ -95,11 +84,10 @@ def main() -> None:
                 pub.close(1.0)
                 print(f"  run {run + 1}: {disconnects} disconnects, limit taken as {limit} bytes, {too_large} messages "
                       f"not sent as too large, {backlog} events left in the outbox")
-            connects = sum(p.read_text(errors="replace").count("as edged-kiosk-1 ") for p in [log])
+            connects = broker.log().count("as edged-kiosk-1 ")
         finally:
             sub.loop_stop()
-            broker.terminate()
-            broker.wait()
+            broker.stop()
     print(f"MQTT {args.protocol}, max_packet_size {args.limit or 'none'}, {args.restarts} broker restarts, "
           f"{args.daemon_restarts} daemon restarts, {args.seconds:.0f} s: {connects} connections, "
           f"{received.count('events')} events, {received.count('status')} status, {received.count('state')} state and "

@@ -50,16 +50,20 @@ class Mosquitto:
     so a subscriber with a persistent session misses nothing across a broker restart.
     tls: (certificate, key) PEM files: the listener speaks TLS only.
     extra: more configuration lines, e.g. `max_packet_size 300`.
+    log: write everything to workdir/mosquitto.log (off for benchmarks: logging every PUBLISH measures the log file).
+    The benchmarks in bench/ start their brokers with this class too.
     """
 
     def __init__(self, workdir: Path, users: Mapping[str, str] | None = None, *, persistent: bool = False,
-                 tls: tuple[Path, Path] | None = None, extra: tuple[str, ...] = ()) -> None:
+                 tls: tuple[Path, Path] | None = None, extra: tuple[str, ...] = (), log: bool = True,
+                 port: int | None = None) -> None:
         self.workdir = workdir
         self.extra = extra
         self.users = dict(users or {})
         self.persistent = persistent
         self.tls = tls
-        self.port = free_port()
+        self.logging = log
+        self.port = port or free_port()
         self.log_path = workdir / "mosquitto.log"
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -72,8 +76,7 @@ class Mosquitto:
             *(["persistence true", f"persistence_location {self.workdir}/", "max_queued_messages 0"]
               if self.persistent else ["persistence false"]),
             *([f"certfile {self.tls[0]}", f"keyfile {self.tls[1]}"] if self.tls else []),
-            f"log_dest file {self.log_path}",
-            "log_type all",
+            *([f"log_dest file {self.log_path}", "log_type all"] if self.logging else ["log_dest none"]),
             *self.extra,
         ]
         if self.users:
@@ -106,6 +109,11 @@ class Mosquitto:
                     raise RuntimeError(f"mosquitto did not listen on {self.port} within {timeout} s") from None
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     self._process.wait(0.02)
+
+    @property
+    def pid(self) -> int | None:
+        """The broker's process id while it runs."""
+        return None if self._process is None else self._process.pid
 
     def stop(self) -> None:
         if self._process is None:
