@@ -12,7 +12,8 @@ and the `seq` stream of each topic checked for gaps, duplicates and resets (docs
 
 Alerts: a device `offline`, a device `stale` (online but its newest payload is older than `stale_s`), `camera`
 (online, but its stats say the camera is lost), `no_frames` (online with a camera, but its stats say it processes
-no frames), events `lost` (a gap in the events `seq`, the topic where every message matters), `reset`, and
+no frames; not while it is starting: up less than STARTUP_GRACE_S and no frame yet, as a camera takes seconds to
+open), events `lost` (a gap in the events `seq`, the topic where every message matters), `reset`, and
 `no_devices` when nothing at all was seen under the prefix (a wrong prefix or broker, or an empty fleet).
 
 Everything from MQTT is untrusted: a payload of any shape (not JSON, not the contract, nested thousands of levels
@@ -77,6 +78,9 @@ def _value_trimmer(annotation: Any) -> Trim | None:
 RECENT_SEQS = 4096  # how many recent (seq, ts) are remembered to tell a duplicate from a reset
 MAX_MISSING = 10_000  # missing seqs remembered individually, so a late one is recognised
 RECENT_EVENTS = 10  # latest events kept per device
+# A daemon's first stats go out as it starts, before the camera delivers (fps 0, frames 0): no `no_frames` alert
+# until it has been up this long (seconds, by its own uptime_s) or has processed a frame.
+STARTUP_GRACE_S = 30.0
 
 
 @dataclass
@@ -269,7 +273,7 @@ class FleetView:
                 if not d.stats.camera_ok:
                     out.append(Alert(name, "camera", f"camera lost, being reopened "
                                                      f"({d.stats.camera_reconnects} reconnects so far)"))
-                elif d.stats.fps == 0:
+                elif d.stats.fps == 0 and not starting(d.stats):
                     out.append(Alert(name, "no_frames", f"online, but processing no frames (0 fps; "
                                                         f"{d.stats.frames} frames since start)"))
             events = d.seq["events"]
@@ -314,6 +318,11 @@ class FleetView:
             "malformed": d.malformed,
             "last_malformed": d.last_malformed,
         }
+
+
+def starting(stats: Stats) -> bool:
+    """Whether `stats` come from a daemon still starting: no frame processed yet, up less than STARTUP_GRACE_S."""
+    return stats.frames == 0 and stats.uptime_s < STARTUP_GRACE_S
 
 
 def _since(ts_utc: float | None, now: float, prefix: str) -> str:

@@ -18,7 +18,7 @@ from test_publisher import STATS, track
 
 from edged import __version__
 from edged.faces import TrackEvent
-from edged.fleet import FleetView
+from edged.fleet import STARTUP_GRACE_S, FleetView
 from edged.publisher import MqttPublisher
 from edged.settings import MqttSettings
 from edged.watch import render, watch
@@ -196,16 +196,23 @@ def test_watch_once_on_an_empty_broker_is_not_all_fine(broker):
     assert "EDGED_MQTT__TOPIC_PREFIX" in snapshot["alerts"][0]["detail"]
 
 
-def test_alerts_for_a_lost_camera_and_for_no_frames(broker):
-    blind = publisher(broker.port, "kiosk-blind")
-    idle = publisher(broker.port, "kiosk-idle")
-    blind.stats({**STATS, "camera_ok": False, "camera_reconnects": 4})
-    idle.stats({**STATS, "fps": 0.0})
+def test_alerts_for_a_lost_camera_and_for_no_frames_but_not_while_starting(broker):
+    kiosks = {
+        "kiosk-blind": {**STATS, "camera_ok": False, "camera_reconnects": 4},
+        "kiosk-idle": {**STATS, "fps": 0.0},  # processed frames, and now none
+        # The first stats go out as the daemon starts, before the camera delivers: not an alert...
+        "kiosk-starting": {**STATS, "fps": 0.0, "frames": 0, "uptime_s": 3.2},
+        # ...unless the camera never delivers.
+        "kiosk-never": {**STATS, "fps": 0.0, "frames": 0, "uptime_s": STARTUP_GRACE_S + 1},
+    }
+    pubs = [publisher(broker.port, name) for name in kiosks]
+    for pub, stats in zip(pubs, kiosks.values(), strict=True):
+        pub.stats(stats)
     try:
         result = _watch_once(broker.port)
     finally:
-        blind.close()
-        idle.close()
+        for pub in pubs:
+            pub.close()
     alerts = {(a["device"], a["kind"]) for a in json.loads(result.stdout)["alerts"]}
     assert result.returncode == 1
-    assert alerts == {("kiosk-blind", "camera"), ("kiosk-idle", "no_frames")}
+    assert alerts == {("kiosk-blind", "camera"), ("kiosk-idle", "no_frames"), ("kiosk-never", "no_frames")}
