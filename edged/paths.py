@@ -72,3 +72,28 @@ def readable_file(path: Path | str, variable: str) -> Path:
     if reason is not None:
         raise ConfigError(f"{variable}={path}: {reason}")
     return Path(path)
+
+
+def why_unwritable(path: Path) -> str | None:
+    """None when `path` can be a file this process writes (SQLite: its directory too, for the journal), else why not.
+
+    The directories on the way are created. The reasons: a part of the path is a file, `path` is a directory,
+    permission denied (naming the user), or the directory cannot be created.
+    """
+    path = Path(path)
+    for parent in reversed(path.parents):
+        if parent.exists() and not parent.is_dir():
+            return f"{parent} is a file, not a directory"
+    if path.is_dir():
+        return "is a directory, not a file"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except PermissionError:
+        return f"cannot create the directory {path.parent}: permission denied for {_user()}" + _sandbox_hint(path)
+    except OSError as exc:
+        return f"cannot create the directory {path.parent}: {exc.strerror or exc}"
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        return f"permission denied: {_user()} may not write in {path.parent}" + _sandbox_hint(path)
+    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        return f"permission denied: {_user()} may not read and write it" + _sandbox_hint(path)
+    return None

@@ -1,8 +1,9 @@
 """edged's whole configuration, read once from `EDGED_*` environment variables (pydantic-settings).
 
 `EDGED_<FIELD>` sets a top-level field, `EDGED_<SECTION>__<FIELD>` a field of a section, e.g.
-`EDGED_MQTT__PORT=8883`. The MQTT password may also come from a file named `mqtt_password` in
-`$CREDENTIALS_DIRECTORY` (systemd `LoadCredential=mqtt_password:...`). An empty variable means the default.
+`EDGED_MQTT__PORT=8883`. The secrets may also come from files in `$CREDENTIALS_DIRECTORY` (systemd
+`LoadCredential=`): `mqtt_password`, `dashboard_token` and `dashboard_password`; a variable that is set wins. An
+empty variable means the default.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from edged.paths import why_unreadable
 PREFIX = "EDGED_"
 DELIMITER = "__"
 SECRET_FIELDS = frozenset({"mqtt_password"})
+# Secrets of a section, also read from $CREDENTIALS_DIRECTORY/<section>_<field> (systemd LoadCredential=).
+SECTION_SECRETS = (("dashboard", "token"), ("dashboard", "password"))
 MASKED = frozenset({"mqtt_password", "token", "password"})  # never shown in an error message
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _TOPIC_FORBIDDEN = set("+#/\0")
@@ -283,10 +286,12 @@ class DashboardSettings(_Section):
                       "loopback address needs token or username and password")
     port: int = Field(8080, ge=1, le=65535, description="TCP port of the dashboard")
     token: SecretStr | None = Field(
-        None, min_length=16, description="Access token (16 characters or more): `Authorization: Bearer <token>`, or "
-        "open /?token=<token> once in a browser (it sets a cookie)")
-    username: str | None = Field(None, min_length=1, description="HTTP basic auth user name; needs password")
-    password: SecretStr | None = Field(None, min_length=8, description="HTTP basic auth password (8 characters or more)")
+        None, min_length=16, description="Access token (16 characters or more, printable ASCII): `Authorization: "
+        "Bearer <token>`, or open /?token=<token> once in a browser (it sets a cookie); also read from the file "
+        "dashboard_token in $CREDENTIALS_DIRECTORY (systemd)")
+    username: str | None = Field(None, min_length=1, description="HTTP basic auth user name (no ':'); needs password")
+    password: SecretStr | None = Field(None, min_length=8, description="HTTP basic auth password (8 characters or "
+                                       "more); also read from the file dashboard_password in $CREDENTIALS_DIRECTORY")
     database: Path | None = Field(
         None, description="SQLite file of the per-minute history; empty uses dashboard.sqlite3 in EDGED_STATE_DIR")
     retention_days: float = Field(7, gt=0, le=3650, description="Days of per-minute history kept (older is pruned)")
@@ -301,6 +306,21 @@ class DashboardSettings(_Section):
     @classmethod
     def _host_is_a_host(cls, value: str) -> str:
         return check_host(value)
+
+    @field_validator("token")
+    @classmethod
+    def _token_fits_a_header(cls, value: SecretStr | None) -> SecretStr | None:
+        # It travels in an Authorization header, a query string and a cookie: other characters would never match.
+        if value is not None and not all("!" <= c <= "~" for c in value.get_secret_value()):
+            raise ValueError("must be printable ASCII without spaces (e.g. `openssl rand -hex 24`)")
+        return value
+
+    @field_validator("username")
+    @classmethod
+    def _username_has_no_colon(cls, value: str | None) -> str | None:
+        if value is not None and ":" in value:
+            raise ValueError("must not contain ':' (HTTP basic auth sends user:password)")
+        return value
 
     @property
     def loopback(self) -> bool:
@@ -334,20 +354,35 @@ class _EnvSource(EnvSettingsSource):
 
 
 class _CredentialsSource(SecretsSettingsSource):
-    """Reads only the secret fields from `$CREDENTIALS_DIRECTORY`, by their bare names (`mqtt_password`)."""
+    """Reads only the secret fields from `$CREDENTIALS_DIRECTORY`: a top-level one by its bare name
+    (`mqtt_password`), a section's as `<section>_<field>` (`dashboard_token`)."""
+
+    def _credential(self, name: str, variable: str) -> str | None:
+        path = Path(str(self.secrets_dir)) / name
+        reason = why_unreadable(path)
+        if reason is not None and reason.startswith("no such file"):  # absent: no credential, the variable rules
+            return None
+        if reason is not None:
+            raise ConfigError(f"$CREDENTIALS_DIRECTORY/{name}={path} (systemd LoadCredential=, or {variable}): {reason}")
+        # An empty file means unset, like an empty variable: the installer leaves one for LoadCredential=,
+        # which fails the service (243/CREDENTIALS) when its source file is missing.
+        return path.read_text().strip() or None
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         if field_name not in SECRET_FIELDS:
             return None, field_name, False
-        path = Path(str(self.secrets_dir)) / field_name
-        reason = why_unreadable(path)
-        if reason is not None and not reason.startswith("no such file"):  # absent: no credential, the variable rules
-            raise ConfigError(f"$CREDENTIALS_DIRECTORY/{field_name}={path} (systemd LoadCredential=, or "
-                              f"{env_name(None, field_name)}): {reason}")
-        value, key, complex_ = super().get_field_value(field, field_name)
-        # An empty file means unset, like an empty variable: the installer leaves one for LoadCredential=,
-        # which fails the service (243/CREDENTIALS) when its source file is missing.
-        return (None if value == "" else value), key, complex_
+        return self._credential(field_name, env_name(None, field_name)), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        values = super().__call__()
+        if self.secrets_dir is None:
+            return values
+        # pydantic-settings reads secret files into top-level fields only; a section's secrets are read here.
+        for section, name in SECTION_SECRETS:
+            value = self._credential(f"{section}_{name}", env_name(section, name))
+            if value is not None:
+                values.setdefault(section, {})[name] = value
+        return values
 
 
 class Settings(BaseSettings):
@@ -474,8 +509,17 @@ def _describe_error(error: Mapping[str, Any]) -> str:
     if not loc:
         return message
     var = env_name(loc[0], loc[1]) if loc[0] in section_fields and len(loc) > 1 else env_name(None, loc[0])
+    credential = "_".join(loc[:2]) if loc[0] in section_fields else loc[0]
+    if var not in _environ() and (tuple(loc[:2]) in SECTION_SECRETS or credential in SECRET_FIELDS):
+        directory = _environ().get("CREDENTIALS_DIRECTORY")
+        if directory and (Path(directory) / credential).is_file():  # the value came from the file, not the variable
+            var += f" (from $CREDENTIALS_DIRECTORY/{credential})"
     if error["type"].endswith(("_parsing", "_type")):
         message = message.split(",")[0]  # "Input should be a valid integer", without pydantic's elaboration
+    if error["type"] in ("too_short", "string_too_short") and "min_length" in error.get("ctx", {}):
+        # pydantic's words for a SecretStr are about "items after validation"; the length of a secret is not shown
+        least = error["ctx"]["min_length"]
+        return f"{var}: too short: must be at least {least} character{'s' if least != 1 else ''}"
     shown = error.get("input")
     if isinstance(shown, str | int | float) and not isinstance(shown, bool) and error["type"] != "value_error":
         shown = "**********" if MASKED & set(loc) else shown

@@ -74,9 +74,15 @@ class DashboardProcess:
         return self
 
     def auth_headers(self) -> dict[str, str]:
-        token, user = self.env.get("EDGED_DASHBOARD__TOKEN"), self.env.get("EDGED_DASHBOARD__USERNAME")
+        credentials = Path(self.env.get("CREDENTIALS_DIRECTORY", "/nonexistent"))
+
+        def secret(name: str) -> str | None:  # the variable, else systemd's LoadCredential=dashboard_<name>:...
+            file = credentials / f"dashboard_{name}"
+            return self.env.get(f"EDGED_DASHBOARD__{name.upper()}") or (file.read_text().strip() if file.is_file() else None)
+
+        token, user = secret("token"), self.env.get("EDGED_DASHBOARD__USERNAME")
         if user:
-            pair = f"{user}:{self.env['EDGED_DASHBOARD__PASSWORD']}".encode()
+            pair = f"{user}:{secret('password')}".encode()
             return {"Authorization": "Basic " + base64.b64encode(pair).decode()}
         return {"Authorization": f"Bearer {token}"} if token else {}
 
@@ -307,6 +313,23 @@ def test_a_token_or_a_user_is_required_and_nothing_can_be_changed(broker, tmp_pa
         assert get(dash.url + "/", {"Authorization": "Basic !!!"})[0] == 401
 
 
+def test_the_token_and_password_may_come_from_credential_files_like_the_broker_password(broker, tmp_path):
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "dashboard_token").write_text(TOKEN + "\n")
+    with DashboardProcess(broker.port, tmp_path / "token", EDGED_DASHBOARD__HOST="0.0.0.0",
+                          CREDENTIALS_DIRECTORY=str(credentials)) as dash:
+        assert get(dash.url + "/api/fleet")[0] == 401
+        assert get(dash.url + "/api/fleet", {"Authorization": f"Bearer {TOKEN}"})[0] == 200
+    (credentials / "dashboard_token").unlink()
+    (credentials / "dashboard_password").write_text("from-the-file\n")
+    with DashboardProcess(broker.port, tmp_path / "basic", EDGED_DASHBOARD__USERNAME="ops",
+                          EDGED_DASHBOARD__PASSWORD="", CREDENTIALS_DIRECTORY=str(credentials)) as dash:
+        basic = base64.b64encode(b"ops:from-the-file").decode()
+        assert get(dash.url + "/api/fleet")[0] == 401
+        assert get(dash.url + "/api/fleet", {"Authorization": f"Basic {basic}"})[0] == 200
+
+
 def test_the_broker_credentials_are_the_daemons_and_a_refusal_is_shown(auth_broker, tmp_path):
     user = {"EDGED_MQTT__USERNAME": "watcher", "EDGED_MQTT_PASSWORD": USERS["watcher"]}
     with DashboardProcess(auth_broker.port, tmp_path / "good", **user) as dash:
@@ -333,18 +356,43 @@ def _dashboard_cli(env: dict[str, str], timeout: float = 20) -> subprocess.Compl
                           capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.mark.parametrize(("env", "named"), [
-    ({"EDGED_DASHBOARD__HOST": "0.0.0.0"}, "EDGED_DASHBOARD__TOKEN"),
-    ({"EDGED_DASHBOARD__HOST": "192.0.2.1", "EDGED_DASHBOARD__USERNAME": "ops"}, "EDGED_DASHBOARD__PASSWORD"),
-    ({"EDGED_DASHBOARD__TOKEN": "short"}, "EDGED_DASHBOARD__TOKEN"),
-    ({"EDGED_DASHBOARD__PORT": "http"}, "EDGED_DASHBOARD__PORT"),
-    ({"EDGED_DASHBOARD__RETENTION": "7"}, "EDGED_DASHBOARD__RETENTION_DAYS"),  # a typo: "did you mean"
+@pytest.mark.parametrize(("env", "message"), [
+    ({"EDGED_DASHBOARD__HOST": "0.0.0.0"}, "EDGED_DASHBOARD__HOST=0.0.0.0 listens beyond this machine: set "
+     "EDGED_DASHBOARD__TOKEN, or EDGED_DASHBOARD__USERNAME and EDGED_DASHBOARD__PASSWORD, or listen on 127.0.0.1"),
+    ({"EDGED_DASHBOARD__HOST": "192.0.2.1", "EDGED_DASHBOARD__USERNAME": "ops"},
+     "EDGED_DASHBOARD__USERNAME and EDGED_DASHBOARD__PASSWORD must be set together"),
+    ({"EDGED_DASHBOARD__TOKEN": "short"}, "EDGED_DASHBOARD__TOKEN: too short: must be at least 16 characters"),
+    ({"EDGED_DASHBOARD__USERNAME": "ops", "EDGED_DASHBOARD__PASSWORD": "short"},
+     "EDGED_DASHBOARD__PASSWORD: too short: must be at least 8 characters"),
+    ({"EDGED_DASHBOARD__TOKEN": "a short and spaced token"},  # never matches a header, a query and a cookie alike
+     "EDGED_DASHBOARD__TOKEN: must be printable ASCII without spaces (e.g. `openssl rand -hex 24`)"),
+    ({"EDGED_DASHBOARD__USERNAME": "ops:team", "EDGED_DASHBOARD__PASSWORD": "long-password"},
+     "EDGED_DASHBOARD__USERNAME: must not contain ':' (HTTP basic auth sends user:password)"),
+    ({"EDGED_DASHBOARD__PORT": "http"}, "EDGED_DASHBOARD__PORT: Input should be a valid integer, got 'http'"),
+    ({"EDGED_DASHBOARD__RETENTION": "7"},  # a typo
+     "EDGED_DASHBOARD__RETENTION: unknown variable (did you mean EDGED_DASHBOARD__RETENTION_DAYS?)"),
+    ({"EDGED_DASHBOARD__DATABASE": "{file}/history.sqlite3"},
+     "EDGED_DASHBOARD__DATABASE={file}/history.sqlite3: {file} is a file, not a directory"),
+    ({"EDGED_DASHBOARD__DATABASE": "{file}/sub/history.sqlite3"},
+     "EDGED_DASHBOARD__DATABASE={file}/sub/history.sqlite3: {file} is a file, not a directory"),
+    ({"EDGED_DASHBOARD__DATABASE": "{dir}"}, "EDGED_DASHBOARD__DATABASE={dir}: is a directory, not a file"),
+    ({"EDGED_DASHBOARD__DATABASE": "{file}"},
+     "EDGED_DASHBOARD__DATABASE={file}: {file} is not a dashboard history (file is not a database): name another file"),
+    ({"EDGED_STATE_DIR": "{file}"}, "EDGED_STATE_DIR={file} (the dashboard history goes there as dashboard.sqlite3 "
+     "while EDGED_DASHBOARD__DATABASE is empty): {file} is a file, not a directory"),
+    ({"CREDENTIALS_DIRECTORY": "{dir}", "EDGED_DASHBOARD__USERNAME": "ops"},  # dashboard_password holds "short"
+     "EDGED_DASHBOARD__PASSWORD (from $CREDENTIALS_DIRECTORY/dashboard_password): too short: must be at least 8 "
+     "characters"),
 ])
-def test_configuration_errors_name_the_variable_and_exit_78(env, named):
-    result = _dashboard_cli(env)
+def test_configuration_errors_are_one_line_naming_the_variable_and_exit_78(env, message, tmp_path):
+    (tmp_path / "a-file").write_text("a text file, not a database: " + "x" * 100)
+    (tmp_path / "dashboard_password").write_text("short\n")
+    places = {"file": str(tmp_path / "a-file"), "dir": str(tmp_path)}
+    env = {name: value.format(**places) for name, value in env.items()}
+    result = _dashboard_cli({"EDGED_MQTT__PORT": "1", **env})
     assert result.returncode == 78, result.stderr
-    assert named in result.stderr and "configuration error" in result.stderr
-    assert "short" not in result.stderr  # secrets are never echoed
+    assert result.stderr == f"edged: configuration error: {message.format(**places)}\n"
+    assert "short" not in result.stderr.replace("too short", "")  # secrets are never echoed
 
 
 def test_listening_beyond_loopback_needs_auth_in_the_settings():

@@ -16,9 +16,12 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from edged.errors import ListenError
+from edged.errors import ConfigError, ListenError
 from edged.fleet import ts_epoch
+from edged.paths import why_unwritable
 from edged.payloads import EMOTIONS, Event, State, Stats
+
+DATABASE_VARIABLE = "EDGED_DASHBOARD__DATABASE"
 
 MINUTE = 60
 _COLUMNS = (*EMOTIONS, "faces_sum", "faces_n", "fps_sum", "fps_n", "camera_down", "stats_n")
@@ -37,21 +40,26 @@ class History:
     """Per-minute aggregates in the SQLite file `path` (":memory:" for none), pruned after `retention_s` seconds.
 
     Thread-safe: `record` is called from the MQTT thread, the rest from the web server's.
-    Raises ListenError when the file cannot be opened or is not a history database.
+    Raises ConfigError (starting `where`: the variable that chose the file, default EDGED_DASHBOARD__DATABASE=path)
+    when the path cannot be a file we write or the file is not a SQLite database, ListenError when the disk refuses.
     """
 
-    def __init__(self, path: Path | str, retention_s: float) -> None:
+    def __init__(self, path: Path | str, retention_s: float, where: str | None = None) -> None:
         self.path, self.retention_s = path, retention_s
+        where = where or f"{DATABASE_VARIABLE}={path}"
         self._lock = threading.Lock()  # the pending deltas
         self._db_lock = threading.Lock()  # the connection
         self._pending: defaultdict[tuple[str, int], defaultdict[str, float]] = defaultdict(lambda: defaultdict(float))
+        reason = why_unwritable(path) if isinstance(path, Path) else None
+        if reason is not None:
+            raise ConfigError(f"{where}: {reason}")
         try:
-            if isinstance(path, Path):
-                path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
             self._db.executescript("PRAGMA journal_mode=WAL;" + _SCHEMA)
-        except (sqlite3.Error, OSError) as exc:
-            raise ListenError(f"cannot open the dashboard history {path} (EDGED_DASHBOARD__DATABASE): {exc}") from None
+        except sqlite3.OperationalError as exc:  # locked, full, an I/O error: may pass
+            raise ListenError(f"cannot open the dashboard history {path} ({where}): {exc}") from None
+        except sqlite3.DatabaseError as exc:  # another kind of file: waiting will not change it
+            raise ConfigError(f"{where}: {path} is not a dashboard history ({exc}): name another file") from None
 
     def record(self, message: Event | State | Stats, now: float) -> None:
         """Count one payload folded into the fleet view at `now` (UTC epoch seconds) into its minute."""

@@ -34,9 +34,15 @@ def listen(host: str, port: int) -> socket.socket:
 
 
 def serve(settings: Settings) -> None:
-    """Run the dashboard until a signal stops uvicorn. Raises ListenError (address or database unusable)."""
+    """Run the dashboard until a signal stops uvicorn. Raises ConfigError (the database's path is unusable) or
+    ListenError (the address is, or the disk refuses the database)."""
     config = settings.dashboard
-    history = History(config.database or settings.state_dir / DATABASE, config.retention_days * 86_400)
+    if config.database is not None:
+        history = History(config.database, config.retention_days * 86_400)
+    else:
+        where = (f"{env_name(None, 'state_dir')}={settings.state_dir} (the dashboard history goes there as {DATABASE} "
+                 f"while {env_name('dashboard', 'database')} is empty)")
+        history = History(settings.state_dir / DATABASE, config.retention_days * 86_400, where)
     history.flush(time.time())  # prunes what expired while the dashboard was stopped
     sock = listen(config.host, config.port)
     dashboard = Dashboard(config, settings.mqtt, settings.mqtt_password, history)
