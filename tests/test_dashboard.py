@@ -295,10 +295,19 @@ def test_a_token_or_a_user_is_required_and_nothing_can_be_changed(broker, tmp_pa
         with pytest.raises(urllib.error.HTTPError) as redirect:
             opener.open(dash.url + f"/kiosk/x?token={TOKEN}&range=day")
         assert redirect.value.code == 303 and redirect.value.headers["Location"] == "/kiosk/x?range=day"
-        cookie = redirect.value.headers["Set-Cookie"].split(";")[0]
-        assert "HttpOnly" in redirect.value.headers["Set-Cookie"]
+        cookie, *flags = [part.strip() for part in redirect.value.headers["Set-Cookie"].split(";")]
+        assert {"HttpOnly", "SameSite=strict", "Path=/"} <= set(flags) and "Secure" not in flags  # plain http here
+        assert TOKEN not in cookie and cookie.startswith("edged_dashboard_token=")  # an HMAC of it, not the token
         assert get(dash.url + "/api/fleet", {"Cookie": cookie})[0] == 200
         assert get(dash.url + "/api/fleet", {"Cookie": "edged_dashboard_token=nope"})[0] == 401
+        assert get(dash.url + "/api/fleet", {"Cookie": f"edged_dashboard_token={TOKEN}"})[0] == 401  # the raw token
+        assert get(dash.url + "/api/fleet", {"Authorization": f"Bearer {cookie.partition('=')[2]}"})[0] == 401
+        # Behind a TLS-terminating proxy that says so, the cookie is Secure.
+        for proxy in ({"X-Forwarded-Proto": "https"}, {"Forwarded": "for=192.0.2.7;proto=https"}):
+            with pytest.raises(urllib.error.HTTPError) as redirect:
+                opener.open(urllib.request.Request(dash.url + f"/?token={TOKEN}", headers=proxy))
+            flags = [part.strip() for part in redirect.value.headers["Set-Cookie"].split(";")]
+            assert "Secure" in flags and flags[0] == cookie, proxy
         assert get(dash.url + "/api/fleet", {"Authorization": f"Bearer {TOKEN}"}, method="POST")[0] == 405
 
     user = {"EDGED_DASHBOARD__USERNAME": "ops", "EDGED_DASHBOARD__PASSWORD": "long-password"}

@@ -2,9 +2,12 @@
 them.
 
 A token is accepted as `Authorization: Bearer <token>`, as the cookie this sets, or as `?token=<token>` (a
-browser opens the dashboard once with it: the answer sets an HttpOnly cookie, so the page's own requests and its
-EventSource, which cannot send headers, carry it). HTTP basic auth is the browser's own login prompt. Secrets are
-compared in constant time.
+browser opens the dashboard once with it: the answer sets a cookie, so the page's own requests and its
+EventSource, which cannot send headers, carry it). The cookie holds an HMAC of the token, not the token (a cookie
+jar or a proxy log that leaks it gives no `Authorization` header and no `?token=` link; changing the token ends
+it); it is HttpOnly, SameSite=Strict, and Secure when the page was asked for over https (by the client, or by a
+proxy that says so in X-Forwarded-Proto or Forwarded). HTTP basic auth is the browser's own login prompt. Secrets
+are compared in constant time.
 """
 
 from __future__ import annotations
@@ -24,12 +27,28 @@ from edged.settings import DashboardSettings
 COOKIE = "edged_dashboard_token"
 
 
+def cookie_value(token: bytes) -> bytes:
+    """What the cookie holds for `token`: an HMAC-SHA256 keyed with it, in hex (the same across restarts)."""
+    return hmac.new(token, b"edged dashboard cookie v1", "sha256").hexdigest().encode()
+
+
+def over_https(scope: Scope, headers: dict[str, bytes]) -> bool:
+    """Whether the client asked over https: directly, or through a proxy that says so. A client that lies gets only
+    a cookie its plain http requests do not send back."""
+    if scope.get("scheme") == "https":
+        return True
+    forwarded_proto = headers.get("x-forwarded-proto", b"").decode("latin-1").split(",")[0].strip().lower()
+    forwarded = headers.get("forwarded", b"").decode("latin-1").split(",")[0].lower().replace(" ", "")
+    return forwarded_proto == "https" or "proto=https" in forwarded.split(";")
+
+
 class Guard:
     """ASGI middleware: 405 for anything but GET and HEAD, 401 without the configured credentials."""
 
     def __init__(self, app: ASGIApp, settings: DashboardSettings) -> None:
         self.app = app
         self.token = settings.token.get_secret_value().encode() if settings.token else None
+        self.cookie = cookie_value(self.token) if self.token else None
         self.user = None
         if settings.username is not None and settings.password is not None:
             self.user = (settings.username.encode(), settings.password.get_secret_value().encode())
@@ -49,18 +68,18 @@ class Guard:
         headers = {k.decode("latin-1").lower(): v for k, v in scope["headers"]}
         scheme, _, credentials = headers.get("authorization", b"").decode("latin-1").partition(" ")
         if self.token is not None:
-            offered = [credentials.encode()] if scheme.lower() == "bearer" else []
+            if scheme.lower() == "bearer" and hmac.compare_digest(credentials.encode(), self.token):
+                return None
             cookies = SimpleCookie(headers.get("cookie", b"").decode("latin-1"))
-            if COOKIE in cookies:
-                offered.append(cookies[COOKIE].value.encode())
-            if any(hmac.compare_digest(value, self.token) for value in offered):
+            if COOKIE in cookies and hmac.compare_digest(cookies[COOKIE].value.encode(), self.cookie):
                 return None
             query = QueryParams(scope.get("query_string", b"").decode("latin-1"))
             if hmac.compare_digest(query.get("token", "").encode(), self.token):
                 # Into a cookie, and the token out of the address bar (and the browser's history).
                 rest = str(QueryParams([(k, v) for k, v in query.multi_items() if k != "token"]))
                 response = RedirectResponse(quote(scope["path"]) + (f"?{rest}" if rest else ""), 303)
-                response.set_cookie(COOKIE, self.token.decode(), httponly=True, samesite="strict")
+                response.set_cookie(COOKIE, self.cookie.decode(), httponly=True, samesite="strict",
+                                    secure=over_https(scope, headers))
                 return response
         if self.user is not None and scheme.lower() == "basic":
             try:
