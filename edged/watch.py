@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import sys
 import threading
 import time
 import uuid
@@ -23,6 +24,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from edged.brokerlink import connect_failure_message, no_connack_message, where
 from edged.errors import BrokerError
 from edged.fleet import FleetView
 from edged.payloads import Event, State, Stats
@@ -40,13 +42,19 @@ class Feed:
 
     `listener(topic, folded payload or None, received at, retained)` is called after each message, under the lock (the
     dashboard keeps its history and its list of changed devices with it). `connected` is whether the
-    subscription is up; `received` counts messages.
+    subscription is up; `received` counts messages. `log_link`: log each change of the link once, with its reason
+    (subscribed, lost, refused or unreachable, back), never once per retry (the dashboard; `edged watch` shows the
+    link in its header instead).
     """
 
     def __init__(self, mqtt: MqttSettings, password: SecretStr | None, view: FleetView, *,
-                 client_prefix: str = "edged-watch", listener: Listener | None = None) -> None:
+                 client_prefix: str = "edged-watch", listener: Listener | None = None, log_link: bool = False) -> None:
         self.view, self.lock = view, threading.Lock()
         self.listener = listener
+        self.log_link = log_link
+        self._said: str | None = None  # the link change logged last
+        self._down_since: float | None = None  # when the subscription was lost (monotonic)
+        self._ever_up = False
         self.connected = False
         self.received = 0
         self.subscription = f"{view.prefix}/+/#"
@@ -64,35 +72,60 @@ class Feed:
         self._stopping = False
         self.failed: str | None = None  # the first message the view could not fold in
 
+    def _say(self, level: int, message: str) -> None:
+        """Log `message` when it differs from the last one: paho retries every few seconds, a log line is for a change."""
+        if self.log_link and message != self._said:
+            logger.log(level, "%s", message)
+        self._said = message
+
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         if reason.is_failure:
             self.link = self.refused = refusal_message(self._mqtt, reason)
+            self._say(logging.ERROR, f"{self.refused}; retrying")
             return
         client.subscribe(self.subscription, qos=1)
         self.refused = None
-        self.link = f"{self._mqtt.host}:{self._mqtt.port} {self.subscription}"
+        self.link = f"{where(self._mqtt)} {self.subscription}"
         self.connected = True
+        if self._ever_up:
+            down = "" if self._down_since is None else f" after {time.monotonic() - self._down_since:.0f} s"
+            self._say(logging.INFO, f"MQTT connection to {where(self._mqtt)} is back{down}; subscribed to "
+                                    f"{self.subscription} again")
+        else:
+            self._say(logging.INFO, f"connected to MQTT broker {where(self._mqtt)}; subscribed to {self.subscription}")
+        self._ever_up, self._down_since = True, None
 
     def _on_subscribe(self, client: Any, userdata: Any, mid: int, reasons: list[Any], properties: Any) -> None:
         # A broker whose ACL does not let this user read the topics refuses in the SUBACK, not in the CONNACK.
         refused = [r for r in reasons if r.is_failure]
         if refused:
-            self.link = self.refused = (f"MQTT broker {self._mqtt.host}:{self._mqtt.port} refused the subscription to "
+            self.link = self.refused = (f"MQTT broker {where(self._mqtt)} refused the subscription to "
                                         f"{self.subscription}: {refused[0]}; check the broker's ACL for this user")
             self.connected = False
+            self._say(logging.ERROR, self.refused)
         self.subscribed.set()
 
     def _on_connect_fail(self, client: Any, userdata: Any) -> None:
-        self.refused = f"cannot reach MQTT broker {self._mqtt.host}:{self._mqtt.port}"
+        # paho calls this inside its `except OSError:`: the exception tells a TLS failure from an unreachable host.
+        self.refused = connect_failure_message(self._mqtt, sys.exc_info()[1])
         self.link = f"{self.refused}; retrying"
         self.connected = False
+        self._say(logging.ERROR if "TLS" in self.refused else logging.WARNING, self.link)
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
-        self.connected = False
+        was_up, self.connected = self.connected, False
+        if self._stopping:
+            return
         if self.refused:  # the broker's refusal says more than the disconnect that follows it
             self.link = f"{self.refused}; retrying"
-        elif not self._stopping:
-            self.link = f"disconnected from {self._mqtt.host}:{self._mqtt.port} ({reason}); reconnecting"
+        elif was_up:
+            self.link = f"lost the MQTT connection to {where(self._mqtt)} ({reason}); reconnecting"
+            self._down_since = time.monotonic()
+            self._say(logging.WARNING, self.link)
+        else:  # a TCP connection that got no CONNACK: not an MQTT listener of the configured kind
+            self.refused = no_connack_message(self._mqtt, "keep alive" in str(reason).lower())
+            self.link = f"{self.refused}; retrying"
+            self._say(logging.ERROR, self.link)
 
     def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
         # paho's thread dies on an exception from here, and the view would silently stop updating: whatever a

@@ -322,6 +322,23 @@ def test_a_token_or_a_user_is_required_and_nothing_can_be_changed(broker, tmp_pa
         assert get(dash.url + "/", {"Authorization": "Basic !!!"})[0] == 401
 
 
+def test_broker_link_changes_are_logged_once_each_with_the_reason(broker, tmp_path):
+    fast = {"EDGED_MQTT__RECONNECT_MIN_S": "0.1", "EDGED_MQTT__RECONNECT_MAX_S": "0.2"}  # a dozen retries a second
+    with DashboardProcess(broker.port, tmp_path / "dashboard", **fast) as dash:
+        broker.stop()
+        wait_until(lambda: not get_json(dash.url + "/api/fleet")["broker"]["connected"], 10, "the link to drop")
+        time.sleep(2)  # retries, each refused
+        broker.start()
+        wait_until(lambda: get_json(dash.url + "/api/fleet")["broker"]["connected"], 10, "the link to come back")
+    lines = [line.split(": ", 1)[1] for line in dash.output().splitlines() if " edged.watch: " in line]
+    where = f"127.0.0.1:{broker.port}"
+    assert lines[0] == f"connected to MQTT broker {where}; subscribed to edged/+/#"
+    assert re.fullmatch(rf"lost the MQTT connection to {where} \(.+\); reconnecting", lines[1]), lines
+    # While it is away: why, once (not once per retry).
+    assert lines[2:-1] == [f"cannot reach MQTT broker {where}: Connection refused; retrying"], lines
+    assert re.fullmatch(rf"MQTT connection to {where} is back after \d+ s; subscribed to edged/\+/# again", lines[-1])
+
+
 def test_the_token_and_password_may_come_from_credential_files_like_the_broker_password(broker, tmp_path):
     credentials = tmp_path / "credentials"
     credentials.mkdir()

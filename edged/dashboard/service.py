@@ -37,7 +37,8 @@ class Dashboard:
         self.settings, self.history = settings, history
         self.view = FleetView(mqtt.topic_prefix, window_s=settings.window_s, stale_s=settings.stale_s,
                               recent_seqs=RECENT_SEQS)
-        self.feed = Feed(mqtt, password, self.view, client_prefix="edged-dashboard", listener=self._on_message)
+        self.feed = Feed(mqtt, password, self.view, client_prefix="edged-dashboard", listener=self._on_message,
+                         log_link=True)
         self.started = time.time()
         self._dirty: set[str] = set()
         self._pages: set[asyncio.Queue[str | None]] = set()
