@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mosquitto import USERS, Mosquitto
+from mosquitto import USERS, Mosquitto, make_pki
 
 
 @pytest.fixture(autouse=True)
@@ -30,3 +30,12 @@ def auth_broker(tmp_path: Path) -> Iterator[Mosquitto]:
     """A broker that accepts only the users in USERS (allow_anonymous false, password file)."""
     with Mosquitto(tmp_path / "mosquitto-auth", users=USERS).start() as running:
         yield running
+
+
+@pytest.fixture
+def tls_broker(tmp_path: Path) -> Iterator[tuple[Mosquitto, Path, Path]]:
+    """An anonymous Mosquitto whose only listener speaks TLS with a certificate for 127.0.0.1 signed by a CA made
+    here; returns (broker, that CA, a second CA that signed nothing)."""
+    pki = make_pki(tmp_path / "pki")
+    with Mosquitto(tmp_path / "mosquitto-tls", tls=(pki.server_cert, pki.server_key)).start() as broker:
+        yield broker, pki.ca, pki.other_ca

@@ -43,6 +43,34 @@ def wait_until(predicate: Callable[[], T], timeout: float = 5.0, what: str = "co
         pause.wait(0.02)
 
 
+@dataclass(frozen=True)
+class Pki:
+    """A CA made for a test, a server certificate for 127.0.0.1 it signed, and a second CA that signed nothing."""
+
+    ca: Path
+    other_ca: Path
+    server_cert: Path
+    server_key: Path
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=30)
+
+
+def make_pki(folder: Path) -> Pki:
+    """Short-lived EC keys and certificates in `folder` (created), made with the openssl command."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    for ca in ("ca", "other-ca"):
+        _openssl("req", "-x509", *ec, "-keyout", f"{ca}.key", "-out", f"{ca}.pem", "-days", "2", "-subj",
+                 f"/CN=edged test {ca}", cwd=folder)
+    _openssl("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1", cwd=folder)
+    (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+             "-out", "server.pem", "-days", "2", "-extfile", "san.ext", cwd=folder)
+    return Pki(folder / "ca.pem", folder / "other-ca.pem", folder / "server.pem", folder / "server.key")
+
+
 class Mosquitto:
     """`mosquitto` on 127.0.0.1:<free port>; anonymous unless `users` (name -> password) are given.
 

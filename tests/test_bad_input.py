@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import pytest
 from media import ROOT, SAMPLE_CLIP, require_model
-from mosquitto import USERS, Mosquitto, free_port
+from mosquitto import USERS, free_port
 
 from edged.cli import EXIT_CONFIG, EXIT_OK, EXIT_UNAVAILABLE, main
 from edged.publisher import MqttPublisher
@@ -178,28 +178,6 @@ def test_wrong_broker_credentials_are_reported_once_and_retried(auth_broker, sho
     assert result.returncode == EXIT_OK, result.stderr  # the file ended; events wait in the spool
     assert auth_broker.log().count("not authorised") >= 2, "retried"
     assert len(refusals) == 1 and "check EDGED_MQTT__USERNAME and EDGED_MQTT_PASSWORD" in refusals[0]
-
-
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=30)
-
-
-@pytest.fixture
-def tls_broker(tmp_path: Path):
-    """A Mosquitto whose only listener speaks TLS with a certificate for 127.0.0.1 signed by a CA made here, and a
-    second CA that signed nothing; returns (broker, right CA, wrong CA)."""
-    pki = tmp_path / "pki"
-    pki.mkdir()
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    for ca in ("ca", "other-ca"):
-        _openssl("req", "-x509", *ec, "-keyout", f"{ca}.key", "-out", f"{ca}.pem", "-days", "2", "-subj",
-                 f"/CN=edged test {ca}", cwd=pki)
-    _openssl("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1", cwd=pki)
-    (pki / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
-    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-             "-out", "server.pem", "-days", "2", "-extfile", "san.ext", cwd=pki)
-    with Mosquitto(tmp_path / "mosquitto-tls", tls=(pki / "server.pem", pki / "server.key")).start() as broker:
-        yield broker, pki / "ca.pem", pki / "other-ca.pem"
 
 
 def test_tls_with_the_wrong_ca_is_reported_once_naming_the_ca_file(tls_broker, short_clip, tmp_path):

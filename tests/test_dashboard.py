@@ -21,8 +21,9 @@ from urllib.parse import quote
 
 import pytest
 from media import ROOT
-from mosquitto import USERS, Subscriber, free_port, wait_until
+from mosquitto import USERS, Mosquitto, Subscriber, free_port, make_pki, wait_until
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
 from test_publisher import STATS, track
 
 from edged import __version__
@@ -369,6 +370,44 @@ def test_the_broker_credentials_are_the_daemons_and_a_refusal_is_shown(auth_brok
         assert broker["connected"] is False and "not-the-password" not in json.dumps(broker)
     finally:
         dash.stop()
+
+
+def test_the_dashboard_reads_a_tls_only_broker_with_a_user_and_password(tmp_path):
+    pki = make_pki(tmp_path / "pki")
+    with Mosquitto(tmp_path / "broker", users=USERS, tls=(pki.server_cert, pki.server_key)).start() as broker:
+        tls = {"EDGED_MQTT__TLS": "true", "EDGED_MQTT__CA_FILE": str(pki.ca), "EDGED_MQTT__USERNAME": "watcher",
+               "EDGED_MQTT_PASSWORD": USERS["watcher"]}
+        kiosk = MqttPublisher(MqttSettings(host="127.0.0.1", port=broker.port, tls=True, ca_file=pki.ca,
+                                           username="edged", state_interval_s=0),
+                              "kiosk-tls", SecretStr(USERS["edged"]), model_id="m", version=__version__)
+        kiosk.start()
+        try:
+            assert kiosk.wait_connected(10), kiosk.last_error
+            kiosk.stats(STATS)
+            with DashboardProcess(broker.port, tmp_path / "good", **tls) as dash:
+                wait_until(lambda: row(dash, "kiosk-tls").get("fps") == STATS["fps"], 10, "the kiosk over TLS")
+                assert row(dash, "kiosk-tls")["health"] == "online"
+            assert f"connected to MQTT broker 127.0.0.1:{broker.port}" in dash.output()
+        finally:
+            kiosk.close()
+        # The wrong CA, and the right CA with the wrong password: each refusal on the page and in the log, once.
+        for name, wrong, said in [
+            ("ca", {"EDGED_MQTT__CA_FILE": str(pki.other_ca)}, "certificate verify failed"),
+            ("password", {"EDGED_MQTT_PASSWORD": "not-the-password"}, "check EDGED_MQTT__USERNAME and EDGED_MQTT_PASSWORD"),
+        ]:
+            dash = DashboardProcess(broker.port, tmp_path / name, EDGED_MQTT__RECONNECT_MIN_S="0.1",
+                                    EDGED_MQTT__RECONNECT_MAX_S="0.2", **{**tls, **wrong})
+            try:
+                dash.start(subscribed=False)
+                link = wait_until(lambda d=dash, s=said: s in (b := get_json(d.url + "/api/fleet")["broker"])["detail"]
+                                  and b, 10, f"the refusal ({name})")
+                assert link["connected"] is False
+                time.sleep(1)  # several retries
+            finally:
+                dash.stop()
+            said_lines = [line for line in dash.output().splitlines() if said in line]
+            assert len(said_lines) == 1 and "ERROR edged.watch" in said_lines[0], dash.output()
+            assert "not-the-password" not in dash.output()
 
 
 class NoRedirect(urllib.request.HTTPRedirectHandler):
