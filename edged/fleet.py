@@ -10,7 +10,8 @@ and the `seq` stream of each topic checked for gaps, duplicates and resets (docs
 - a **smaller (or equal) seq** that is neither missing nor a duplicate is a reset (the device lost its counter):
   counting starts again.
 
-Alerts: a device `offline`, a device `stale` (online but its newest payload is older than `stale_s`), `camera`
+Alerts: a device `unseen` (remembered from before by a caller that keeps history, nothing heard since),
+`offline`, a device `stale` (online but its newest payload is older than `stale_s`), `camera`
 (online, but its stats say the camera is lost), `no_frames` (online with a camera, but its stats say it processes
 no frames; not while it is starting: up less than STARTUP_GRACE_S and no frame yet, as a camera takes seconds to
 open), events `lost` (a gap in the events `seq`, the topic where every message matters), `reset`, and
@@ -145,6 +146,7 @@ class DeviceView:
     recent: deque[Event] = field(default_factory=lambda: deque(maxlen=RECENT_EVENTS))  # this device's, newest first
     malformed: int = 0  # payloads on this device's topics that are not the contract
     last_malformed: str | None = None  # why the latest one was refused
+    remembered: str | None = None  # known from before (a dashboard's history), nothing heard since: its last status
 
     @property
     def events_lost(self) -> int:
@@ -160,7 +162,7 @@ class DeviceView:
 @dataclass(frozen=True)
 class Alert:
     device: str
-    kind: str  # offline, stale, camera, no_frames, lost, reset, no_devices
+    kind: str  # unseen, offline, stale, camera, no_frames, lost, reset, no_devices
     detail: str
 
 
@@ -197,6 +199,7 @@ class FleetView:
         if device is None:
             device = self.devices[device_id] = DeviceView(
                 device_id, seq={kind: SeqStream(keep=self.recent_seqs) for kind in _MODELS})
+        device.remembered = None
         if not payload:
             return None  # an empty payload clears a retained message
         if kind == "status":
@@ -240,6 +243,14 @@ class FleetView:
             device.stats, device.fps = message, message.fps
         return message
 
+    def remember(self, device: str, last_seen_utc: float | None, status: str) -> None:
+        """A device known from before (the dashboard's history) that nothing has been heard from yet: shown with status
+        unknown, its last seen time and an `unseen` alert until a message arrives (a broker restarted without
+        persistence has lost the retained status that would have brought it back)."""
+        if device not in self.devices:
+            self.devices[device] = DeviceView(device, last_seen_utc=last_seen_utc, remembered=status,
+                                              seq={kind: SeqStream(keep=self.recent_seqs) for kind in _MODELS})
+
     def _malformed(self, device: DeviceView, why: str) -> None:
         self.rejected += 1
         device.malformed += 1
@@ -265,6 +276,10 @@ class FleetView:
                                                 "EDGED_MQTT__TOPIC_PREFIX, or the broker right?)"))
         for name in sorted(self.devices):
             d = self.devices[name]
+            if d.remembered is not None:
+                out.append(Alert(name, "unseen", f"nothing heard since the dashboard started (a broker restarted "
+                                                 f"without persistence loses the retained status); last "
+                                                 f"{d.remembered}{_since(d.last_seen_utc, now, ', last seen ')}"))
             if d.status == STATUS_OFFLINE:
                 out.append(Alert(name, "offline", "offline" + _since(d.last_seen_utc, now, " last seen ")))
             elif d.health(now, self.stale_s) == "stale":
@@ -317,6 +332,7 @@ class FleetView:
             "outbox_depth": None if d.stats is None else d.stats.outbox_depth,
             "malformed": d.malformed,
             "last_malformed": d.last_malformed,
+            "remembered": d.remembered,
         }
 
 

@@ -243,6 +243,32 @@ def test_history_survives_a_restart_and_sigterm_exits_0(broker, tmp_path):
     assert _samples(workdir / "history.sqlite3", "kiosk-r") == samples
 
 
+def test_kiosks_a_restarted_broker_forgot_are_still_listed_as_unseen(broker, tmp_path):
+    workdir = tmp_path / "dashboard"
+    pub = publisher(broker.port, "kiosk-gone")
+    with DashboardProcess(broker.port, workdir) as first:
+        pub.stats(STATS)
+        seen = wait_until(lambda: row(first, "kiosk-gone").get("last_seen_utc"), 10, "the kiosk's stats")
+        pub.close()  # a clean stop: offline, retained
+        wait_until(lambda: row(first, "kiosk-gone")["health"] == "offline", 10, "the kiosk offline")
+    broker.stop()
+    broker.start()  # no persistence: the retained status and stats are gone
+    with DashboardProcess(broker.port, workdir) as second:
+        time.sleep(1)  # what the broker still has (nothing) has arrived
+        fleet = get_json(second.url + "/api/fleet")
+        gone = fleet["devices"]["kiosk-gone"]
+        assert (gone["health"], gone["remembered"], gone["last_seen_utc"]) == ("unknown", "offline", seen)
+        [alert] = [a for a in fleet["alerts"] if a["device"] == "kiosk-gone"]
+        assert alert["kind"] == "unseen" and "last offline, last seen" in alert["detail"]
+        assert get(second.url + "/api/devices/kiosk-gone")[0] == 200
+        back = publisher(broker.port, "kiosk-gone")  # it comes back: known again, no alert
+        try:
+            wait_until(lambda: row(second, "kiosk-gone")["health"] == "online", 10, "the kiosk back online")
+            assert row(second, "kiosk-gone")["remembered"] is None and not row(second, "kiosk-gone")["alerts"]
+        finally:
+            back.close()
+
+
 def _samples(database: Path, device: str) -> tuple[int, int]:
     """(state samples, stats samples) of `device` in a dashboard's history file."""
     with contextlib.closing(sqlite3.connect(database)) as db:

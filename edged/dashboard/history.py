@@ -5,13 +5,16 @@ faces-in-view samples (state messages), of the fps samples and of the camera-dow
 are added to (never overwritten), so a restarted dashboard goes on filling the minute it stopped in, and
 `series()` sums rows into buckets (a minute, a quarter hour) for one device or for every device whose id starts
 with a prefix. Deltas wait in memory and are written by `flush()` (the dashboard calls it every few seconds and
-before every query), so the paho thread never waits for the disk.
+before every query), so the paho thread never waits for the disk. Beside them, one row per device heard from
+within the retention (when, its newest payload ts, its status), so a restarted dashboard still lists the kiosks a
+broker without persistence has forgotten.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,13 @@ CREATE TABLE IF NOT EXISTS minutes (
     PRIMARY KEY (device, minute)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS minutes_by_time ON minutes (minute);
+-- Every device heard from within the retention, so a restarted dashboard shows the ones the broker forgot.
+CREATE TABLE IF NOT EXISTS devices (
+    device TEXT PRIMARY KEY,
+    heard REAL NOT NULL,  -- UTC epoch seconds this dashboard last received anything from it
+    last_seen_utc REAL,  -- its newest payload ts
+    status TEXT NOT NULL  -- online, offline or unknown, as last known
+) WITHOUT ROWID;
 """
 
 
@@ -50,6 +60,7 @@ class History:
         self._lock = threading.Lock()  # the pending deltas
         self._db_lock = threading.Lock()  # the connection
         self._pending: defaultdict[tuple[str, int], defaultdict[str, float]] = defaultdict(lambda: defaultdict(float))
+        self._heard: dict[str, tuple[float, float | None, str]] = {}  # device -> (heard, last_seen_utc, status)
         reason = why_unwritable(path) if isinstance(path, Path) else None
         if reason is not None:
             raise ConfigError(f"{where}: {reason}")
@@ -77,6 +88,17 @@ class History:
             self._add(message.device, now, {"fps_sum": message.fps, "fps_n": 1,
                                             "camera_down": 0 if message.camera_ok else 1, "stats_n": 1})
 
+    def heard(self, device: str, now: float, last_seen_utc: float | None, status: str) -> None:
+        """Remember that `device` was heard from at `now`, its newest payload ts and its status (written by flush)."""
+        with self._lock:
+            self._heard[device] = (now, last_seen_utc, status)
+
+    def devices(self) -> list[tuple[str, float | None, str]]:
+        """(device, last seen UTC, last known status) of every device heard from within the retention."""
+        self.flush(time.time())
+        with self._db_lock:
+            return self._db.execute("SELECT device, last_seen_utc, status FROM devices ORDER BY device").fetchall()
+
     def _add(self, device: str, at: float, counts: dict[str, float]) -> None:
         with self._lock:
             row = self._pending[(device, int(at // MINUTE * MINUTE))]
@@ -87,6 +109,7 @@ class History:
         """Write the pending deltas and prune what is older than the retention; returns the rows written."""
         with self._lock:
             pending, self._pending = self._pending, defaultdict(lambda: defaultdict(float))
+            heard, self._heard = self._heard, {}
         rows = [(device, minute, *(counts.get(c, 0.0) for c in _COLUMNS)) for (device, minute), counts in pending.items()]
         with self._db_lock:
             updates = ", ".join(f"{c} = {c} + excluded.{c}" for c in _COLUMNS)
@@ -97,6 +120,11 @@ class History:
                     f"VALUES ({', '.join('?' * (len(_COLUMNS) + 2))}) ON CONFLICT (device, minute) DO UPDATE SET {updates}",
                     rows)
                 self._db.execute("DELETE FROM minutes WHERE minute < ?", (now - self.retention_s,))
+                self._db.executemany(
+                    "INSERT INTO devices (device, heard, last_seen_utc, status) VALUES (?, ?, ?, ?) ON CONFLICT (device) "
+                    "DO UPDATE SET heard = excluded.heard, last_seen_utc = COALESCE(excluded.last_seen_utc, last_seen_utc), "
+                    "status = excluded.status", [(device, *row) for device, row in heard.items()])
+                self._db.execute("DELETE FROM devices WHERE heard < ?", (now - self.retention_s,))
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")

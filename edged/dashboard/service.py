@@ -37,6 +37,8 @@ class Dashboard:
         self.settings, self.history = settings, history
         self.view = FleetView(mqtt.topic_prefix, window_s=settings.window_s, stale_s=settings.stale_s,
                               recent_seqs=RECENT_SEQS)
+        for device, last_seen_utc, status in history.devices():  # the ones the broker may have forgotten
+            self.view.remember(device, last_seen_utc, status)
         self.feed = Feed(mqtt, password, self.view, client_prefix="edged-dashboard", listener=self._on_message,
                          log_link=True)
         self.started = time.time()
@@ -49,6 +51,8 @@ class Dashboard:
         parts = topic.split("/")
         if len(parts) == 3 and parts[1] in self.view.devices:
             self._dirty.add(parts[1])
+            d = self.view.devices[parts[1]]
+            self.history.heard(parts[1], now, d.last_seen_utc, d.status)
         # A retained state or stats is the broker's copy of an old sample, sent again on every (re)subscription
         # (a dashboard restart): it updates the view, but the history counted it when it was new.
         if folded is not None and not retained:
