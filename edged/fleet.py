@@ -191,10 +191,10 @@ class FleetView:
         Returns the payload folded in (None for a status, a duplicate or a malformed message), for callers that
         keep more than the view does (the dashboard's history)."""
         parts = topic.split("/")
-        if len(parts) != 3 or parts[0] != self.prefix:
+        if len(parts) < 3 or parts[0] != self.prefix:
             self.rejected += 1
             return None
-        _, device_id, kind = parts
+        device_id, kind = parts[1], "/".join(parts[2:])  # a deeper topic is the device's too: an unknown one
         device = self.devices.get(device_id)
         if device is None:
             device = self.devices[device_id] = DeviceView(

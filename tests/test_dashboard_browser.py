@@ -18,8 +18,9 @@ from urllib.parse import quote
 
 import pytest
 from media import ROOT, SAMPLE_CLIP, require_model
-from mosquitto import wait_until
-from test_dashboard import XSS, DashboardProcess, publisher, row
+from mosquitto import Subscriber, wait_until
+from prometheus_client.parser import text_string_to_metric_families
+from test_dashboard import XSS, DashboardProcess, get, publisher, row
 from test_publisher import STATS, track
 
 from edged.faces import TrackEvent
@@ -165,3 +166,52 @@ def test_mqtt_strings_render_as_text_and_the_page_says_what_is_down(broker, brow
         assert json.loads(js(browser, "return JSON.stringify(window.edged.lastUpdate.broker)"))["connected"] is False
     finally:
         pub.close()
+
+
+LONG = "kiosk-" + "0123456789abcdef" * 4  # an id with nowhere to break
+
+
+def test_on_a_phone_the_overview_is_cards_that_fit_and_bad_messages_are_counted(broker, browser, tmp_path):
+    pubs = [publisher(broker.port, name) for name in ("lobby-1", LONG)]
+    raw = Subscriber(broker.port, "unused")
+    try:
+        with DashboardProcess(broker.port, tmp_path / "dashboard") as dash:
+            for pub in pubs:
+                pub.event(TrackEvent("face_appeared", track(emotion="happy"), time.time()))
+                pub.stats(STATS)
+            # A kiosk whose status is not the contract, and a topic no kiosk publishes: both counted, per device.
+            raw.publish(f"edged/{LONG}/status", "rebooting")
+            raw.publish(f"edged/{LONG}/state/extra", "{}")
+            wait_until(lambda: row(dash, LONG).get("malformed") == 2, 10, "two bad messages")
+            assert row(dash, LONG)["last_malformed"] == "unknown topic 'state/extra'"
+            metrics = text_string_to_metric_families(get(dash.url + "/metrics")[2].decode())
+            assert {s.labels["device"]: s.value for f in metrics if f.name == "edged_device_malformed"
+                    for s in f.samples} == {LONG: 2, "lobby-1": 0}
+            browser.set_window_size(375, 800)
+            for path in ("/", f"/kiosk/{quote(LONG)}", "/trend"):
+                browser.get(dash.url + path)
+                wait_until(lambda: js(browser, "return window.edged.updates") > 0, 15, f"{path} live")
+                time.sleep(0.5)
+                width = js(browser, "return [document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+                assert width[1] <= 375 and width[0] <= width[1], (path, width)
+                # Nor does anything inside it (a table in a scrolling box would scroll sideways on its own).
+                wide = js(browser, "return [...document.querySelectorAll('main *')].filter(e => e.scrollWidth > "
+                                   "e.clientWidth + 1 && getComputedStyle(e).overflowX !== 'visible').map(e => e.id || "
+                                   "e.className)")
+                assert wide == [], (path, wide)
+                if path == "/":
+                    # Rows are cards: every cell says which column it is; the bad count is shown, its reason on hover.
+                    wait_until(lambda: LONG in table(browser), 10, "the kiosks")
+                    cell = js(browser, f"return [...document.querySelectorAll('#devices tbody tr')].find("
+                                       f"tr => tr.dataset.device === '{LONG}').querySelector('td.malformed')")
+                    assert cell.text == "2" and cell.get_attribute("data-label") == "bad"
+                    assert "unknown topic 'state/extra'" in cell.get_attribute("title")
+                    assert js(browser, "return getComputedStyle(document.querySelector('#devices tbody tr')).display") \
+                        == "block"
+                    assert "2 bad messages" in browser.find_element("id", "fleet-summary").text
+                    screenshot(browser, "phone", tmp_path)
+    finally:
+        browser.set_window_size(1280, 860)
+        raw.close()
+        for pub in pubs:
+            pub.close()

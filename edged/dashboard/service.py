@@ -49,7 +49,7 @@ class Dashboard:
     def _on_message(self, topic: str, folded: Event | State | Stats | None, now: float, retained: bool) -> None:
         # Called by the feed under its lock, in paho's thread.
         parts = topic.split("/")
-        if len(parts) == 3 and parts[1] in self.view.devices:
+        if len(parts) >= 3 and parts[1] in self.view.devices:
             self._dirty.add(parts[1])
             d = self.view.devices[parts[1]]
             self.history.heard(parts[1], now, d.last_seen_utc, d.status)
@@ -105,7 +105,7 @@ class Dashboard:
 
     def update(self, now: float) -> dict[str, Any]:
         """What changed since the last update (every device now and then): {"now", "broker", "fleet", "full",
-        "devices": {id: row}, "alerts"}."""
+        "devices": {id: row}, "alerts", "rejected"}."""
         full = now - self._last_full >= FULL_EVERY_S
         with self.feed.lock:
             names = sorted(self.view.devices) if full else sorted(self._dirty)
@@ -119,7 +119,8 @@ class Dashboard:
                 fleet["emotion_mix"] = self.view.emotion_mix(None, now)
         if full:
             self._last_full = now
-        return {"now": now, "broker": self.broker(), "fleet": fleet, "full": full, "devices": rows, "alerts": alerts}
+        return {"now": now, "broker": self.broker(), "fleet": fleet, "full": full, "devices": rows, "alerts": alerts,
+                "rejected": self.view.rejected}
 
     def listen(self) -> asyncio.Queue[str | None]:
         """A queue of JSON updates for one page; the first is the whole fleet. None in it means: close."""

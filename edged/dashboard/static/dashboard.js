@@ -49,7 +49,8 @@
       serverSkew = update.now - Date.now() / 1000;
       show("banner-broker", update.broker.connected ? "" : "the dashboard has no connection to the MQTT broker: " + update.broker.detail);
       const summary = document.getElementById("fleet-summary");
-      summary.textContent = update.fleet.devices + " kiosks, " + update.fleet.online + " online, " + update.fleet.faces + " faces in view";
+      summary.textContent = update.fleet.devices + " kiosks, " + update.fleet.online + " online, " + update.fleet.faces + " faces in view" +
+        (update.rejected ? ", " + update.rejected + " bad messages" : "");
       const started = performance.now();
       onUpdate(update);
       state.renderMs.push(performance.now() - started);
@@ -67,7 +68,7 @@
     ["device", (n, r) => n], ["health", (n, r) => SEVERITY[r.health] ?? 9], ["seen", (n, r) => r.last_seen_utc === null ? Infinity : -r.last_seen_utc],
     ["fps", (n, r) => r.fps ?? -1], ["faces", (n, r) => r.faces], ["camera", (n, r) => r.camera_ok === null ? 2 : Number(r.camera_ok)],
     ["outbox", (n, r) => r.outbox_depth ?? -1], ["lost", (n, r) => r.seq.events.lost], ["resets", (n, r) => r.seq.events.resets],
-    ["mix", (n, r) => mix(r.emotion_mix)], ["alerts", (n, r) => -r.alerts.length],
+    ["bad", (n, r) => -r.malformed], ["mix", (n, r) => mix(r.emotion_mix)], ["alerts", (n, r) => -r.alerts.length],
   ];
   let sortKey = "health", sortDir = 1, lastAlerts = null;
 
@@ -87,8 +88,10 @@
     put(cells[6], row.outbox_depth ?? "-");
     put(cells[7], row.seq.events.lost, "num" + (row.seq.events.lost ? " bad" : ""));
     put(cells[8], row.seq.events.resets);
-    put(cells[9], mix(row.emotion_mix));
-    put(cells[10], row.alerts.map((a) => a.kind).join(" ") || "-", row.alerts.length ? "bad" : "");
+    put(cells[9], row.malformed, "num malformed" + (row.malformed ? " bad" : ""));
+    if (cells[9].title !== (row.last_malformed || "")) cells[9].title = row.last_malformed || "";
+    put(cells[10], mix(row.emotion_mix));
+    put(cells[11], row.alerts.map((a) => a.kind).join(" ") || "-", row.alerts.length ? "bad" : "");
   }
   function newRow(name) {
     const tr = el("tr");
@@ -97,7 +100,10 @@
     link.href = "/kiosk/" + encodeURIComponent(name);
     first.appendChild(link);
     tr.appendChild(first);
-    for (const cls of ["", "num", "num", "num", "", "num outbox", "num", "num resets", "mix", ""]) tr.appendChild(el("td", cls));
+    for (const cls of ["", "num", "num", "num", "", "num outbox", "num", "num resets", "num malformed", "mix", ""]) tr.appendChild(el("td", cls));
+    // On a phone each row is a card (dashboard.css): every cell shows its column's name beside its value.
+    const labels = [...document.querySelectorAll("#devices thead th")].map((th) => th.textContent);
+    [...tr.cells].forEach((td, i) => { td.dataset.label = labels[i]; });
     tr.dataset.device = name;
     return tr;
   }
@@ -235,6 +241,7 @@
                      ["fps", num(row.fps, 1)], ["faces", row.faces], ["emotions now", row.emotions_now.join(" ") || "-"],
                      ["camera", row.camera_ok === null ? "-" : row.camera_ok ? "ok" : "lost"], ["outbox", row.outbox_depth ?? "-"],
                      ["events lost", row.seq.events.lost], ["seq resets", row.seq.events.resets],
+                     ["bad messages", row.malformed ? row.malformed + " (latest: " + row.last_malformed + ")" : 0],
                      ["alerts", row.alerts.map((a) => a.detail).join("; ") || "none"]];
       for (const [label, value] of items) {
         const div = el("div");
