@@ -1,7 +1,8 @@
 """The dashboard's pages in a real headless browser (Debian's chromium, driven by Selenium), fed by real `edged run`
 kiosks on the sample clip and simulated ones, through a real Mosquitto: what only a browser can show.
 
-Set EDGED_SCREENSHOTS=<dir> to keep the overview and kiosk screenshots (docs/dashboard-*.png are made so).
+Set EDGED_SCREENSHOTS=<dir> to keep the overview, kiosk and phone screenshots (docs/dashboard-*.png are made so:
+EDGED_SCREENSHOTS=docs .venv/bin/python -m pytest tests/test_dashboard_browser.py).
 """
 
 from __future__ import annotations
