@@ -248,9 +248,10 @@ def test_kiosks_a_restarted_broker_forgot_are_still_listed_as_unseen(broker, tmp
     pub = publisher(broker.port, "kiosk-gone")
     with DashboardProcess(broker.port, workdir) as first:
         pub.stats(STATS)
-        seen = wait_until(lambda: row(first, "kiosk-gone").get("last_seen_utc"), 10, "the kiosk's stats")
-        pub.close()  # a clean stop: offline, retained
+        wait_until(lambda: row(first, "kiosk-gone").get("last_seen_utc"), 10, "the kiosk's stats")
+        pub.close()  # a clean stop: its last state and stats, then offline, retained
         wait_until(lambda: row(first, "kiosk-gone")["health"] == "offline", 10, "the kiosk offline")
+        seen = row(first, "kiosk-gone")["last_seen_utc"]
     broker.stop()
     broker.start()  # no persistence: the retained status and stats are gone
     with DashboardProcess(broker.port, workdir) as second:
