@@ -151,6 +151,7 @@ class LiveClient:
     def __init__(self, url: str) -> None:
         self.latencies: list[tuple[float, float]] = []  # (arrival, latency s)
         self.devices = 0
+        self.sizes: list[int] = []  # bytes of each update
         self._response = urllib.request.urlopen(url + "/api/live", timeout=30)
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
@@ -165,8 +166,9 @@ class LiveClient:
                 update = json.loads(raw[6:])
                 if update.get("full"):
                     self.devices = len(update["devices"])
-                row = update["devices"].get(PROBE)
-                if row and row["last_seen_utc"] != seen:
+                self.sizes.append(len(raw))
+                row = update["devices"].get(PROBE)  # between full updates: only the fields that changed
+                if row and row.get("last_seen_utc", seen) != seen:
                     seen = row["last_seen_utc"]
                     if seen is not None:
                         self.latencies.append((now, now - seen))
@@ -329,6 +331,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "latency_ms": {"p50": round(float(np.nanpercentile(lat_all, 50)), 1),
                        "p95": round(float(np.nanpercentile(lat_all, 95)), 1),
                        "max": round(float(np.nanmax(lat_all)), 1), "n": len(live.latencies)},
+        "update_kb": {"mean": round(float(np.mean(live.sizes or [0])) / 1000, 1),
+                      "max": round(max(live.sizes, default=0) / 1000, 1), "n": len(live.sizes)},
         "rss_mb": {"first": round(rss[0], 1), "last": round(rss[-1], 1), "max": round(max(rss), 1)},
         "browser": browser,
     }
