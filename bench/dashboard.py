@@ -6,12 +6,20 @@ process, the broker, the simulators, chromium) is kept off that core.
     .venv/bin/python bench/dashboard.py --devices 1000 --seconds 1800 --browser
 
 Printed every --sample seconds: the dashboard's ingest rate (from its own /metrics counter) against the nominal
-offered rate, its CPU use and RSS, and the latency from an MQTT message to the SSE client (a probe kiosk publishes a
-state every 0.25 s; latency = arrival of the update that carries it minus the state's `ts`, same clock; the update
-interval, EDGED_DASHBOARD__PUSH_INTERVAL_S = 0.5 s, is part of it). At the end: messages sent by the simulators
-against messages the dashboard received (what is left is backlog or loss at the broker), latency p50/p95/max over
-the run, RSS first/last/max. With --browser, headless chromium opens the overview once the fleet is up: time until
-every kiosk's row is drawn, and the time each live update takes to apply (p50/p95/max) and the browser's long tasks.
+offered rate, its CPU use, its run-queue wait (`wait %`: the time its threads were ready to run but the core ran
+something else, from /proc/<pid>/task/*/schedstat; CPU competition shows here), its RSS, and the latency from an MQTT
+message to the SSE client (a probe kiosk publishes a state every 0.25 s; latency = arrival of the update that
+carries it minus the state's `ts`, same clock; the update interval, EDGED_DASHBOARD__PUSH_INTERVAL_S = 0.5 s, is
+part of it). At the end: messages sent by the simulators against messages the dashboard received (what is left is
+backlog or loss at the broker), the run-queue wait over the run, latency p50/p95/max, the size of the live updates,
+RSS first/last/max. With --browser, headless chromium opens the overview once the fleet is up: time until every
+kiosk's row is drawn, and the time each live update takes to apply (p50/p95/max) and the browser's long tasks.
+
+--nice N gives the dashboard niceness N. Where autogroups are on (/proc/sys/kernel/sched_autogroup_enabled = 1, the
+default of most desktop and many server kernels), the scheduler first shares a core between sessions and only then
+between the processes of a session, so a plain nice does nothing against a job started from another shell: the
+dashboard is started in a session of its own and its autogroup gets niceness N too (/proc/<pid>/autogroup, root).
+The first printed line says what was set, or that it could not be.
 """
 
 from __future__ import annotations
