@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import functools
 import json
-from collections import Counter, OrderedDict, deque
+from array import array
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -76,17 +77,21 @@ def _value_trimmer(annotation: Any) -> Trim | None:
     return lambda value: one(value) if isinstance(value, dict) else value
 
 
-RECENT_SEQS = 4096  # how many recent (seq, ts) are remembered to tell a duplicate from a reset
-MAX_MISSING = 10_000  # missing seqs remembered individually, so a late one is recognised
+RECENT_SEQS = 4096  # how many recent seqs are remembered (with their ts) to tell a duplicate from a reset
+MAX_GAPS = 64  # missing seq ranges remembered, so a late one is recognised
 RECENT_EVENTS = 10  # latest events kept per device
 # A daemon's first stats go out as it starts, before the camera delivers (fps 0, frames 0): no `no_frames` alert
 # until it has been up this long (seconds, by its own uptime_s) or has processed a frame.
 STARTUP_GRACE_S = 30.0
+EMOTION_BUCKETS = 60  # the emotion window is kept as this many counts per device, whatever the event rate
 
 
 @dataclass
 class SeqStream:
-    """The `seq` numbers of one device's topic: what arrived, what is missing, what came twice."""
+    """The `seq` numbers of one device's topic: what arrived, what is missing, what came twice.
+
+    Memory is fixed, whatever the traffic: 8 bytes per remembered seq (`keep`) and at most MAX_GAPS missing ranges.
+    """
 
     last: int | None = None
     lost: int = 0  # skipped and not (yet) arrived
@@ -94,13 +99,18 @@ class SeqStream:
     resets: int = 0
     late: int = 0  # arrived after a bigger seq had: out of order, no longer lost
     gaps: list[tuple[int, int]] = field(default_factory=list)  # (first, last) missing seq of each gap, newest last
-    _missing: set[int] = field(default_factory=set)
-    _recent: OrderedDict[int, str] = field(default_factory=OrderedDict)  # seq -> ts of the latest messages
-    keep: int = RECENT_SEQS  # how many of them
+    keep: int = RECENT_SEQS  # how many recent seqs are remembered
+    # (first, last) of each range still missing, oldest first; a range forgotten (beyond MAX_GAPS) stays lost
+    _missing: list[tuple[int, int]] = field(default_factory=list)
+    # hash((seq, ts)) of the latest message whose seq is this slot modulo `keep`; 0: none. Made at the first message.
+    _recent: array[int] | None = None
 
     def add(self, seq: int, ts: str) -> str:
         """Fold in one message's seq and ts; returns what it was: ok, gap, duplicate, late or reset."""
-        if self._recent.get(seq) == ts:
+        if self._recent is None:
+            self._recent = array("q", bytes(8 * self.keep))
+        slot, mark = seq % self.keep, hash((seq, ts)) or 1
+        if self._recent[slot] == mark:
             self.duplicates += 1
             return "duplicate"
         kind = "ok"
@@ -110,23 +120,30 @@ class SeqStream:
             first, last = self.last + 1, seq - 1
             self.lost += last - first + 1
             self.gaps = [*self.gaps[-9:], (first, last)]
-            if len(self._missing) + (last - first + 1) <= MAX_MISSING:
-                self._missing.update(range(first, last + 1))
+            self._missing.append((first, last))
+            del self._missing[:-MAX_GAPS]
             self.last, kind = seq, "gap"
-        elif seq in self._missing:
-            self._missing.discard(seq)
+        elif self._arrived_late(seq):
             self.lost -= 1
             self.late += 1
             kind = "late"
         else:
             self.resets += 1
             self._missing.clear()
-            self._recent.clear()
+            self._recent = array("q", bytes(8 * self.keep))
             self.last, kind = seq, "reset"
-        self._recent[seq] = ts
-        if len(self._recent) > self.keep:
-            self._recent.popitem(last=False)
+        self._recent[slot] = mark
         return kind
+
+    def _arrived_late(self, seq: int) -> bool:
+        """Takes `seq` out of the missing ranges; False when it was not missing."""
+        for i, (first, last) in enumerate(self._missing):
+            if first <= seq <= last:
+                keep = [(a, b) for a, b in ((first, seq - 1), (seq + 1, last)) if a <= b]
+                self._missing[i:i + 1] = keep
+                del self._missing[:-MAX_GAPS]
+                return True
+        return False
 
 
 @dataclass
@@ -141,7 +158,9 @@ class DeviceView:
     stats: Stats | None = None
     faces: list[Face] = field(default_factory=list)
     seq: dict[str, SeqStream] = field(default_factory=lambda: {kind: SeqStream() for kind in _MODELS})
-    emotions: deque[tuple[float, str]] = field(default_factory=deque)  # (received, emotion) of recent events
+    # (bucket number, emotions counted in it) of the events within the window, oldest first: at most
+    # EMOTION_BUCKETS + 1 (FleetView.emotion_bucket_s wide), whatever the event rate
+    emotions: deque[tuple[int, Counter[str]]] = field(default_factory=deque)
     emotion_counts: Counter[str] = field(default_factory=Counter)  # of `emotions`, kept as they come and go
     recent: deque[Event] = field(default_factory=lambda: deque(maxlen=RECENT_EVENTS))  # this device's, newest first
     malformed: int = 0  # payloads on this device's topics that are not the contract
@@ -177,10 +196,11 @@ class FleetView:
     def __init__(self, prefix: str, *, window_s: float = 300.0, stale_s: float = 60.0, max_events: int = 15,
                  recent_seqs: int = RECENT_SEQS) -> None:
         """`recent_seqs`: per device and topic, how many recent (seq, ts) are kept to tell a duplicate from a reset
-        (memory: about 200 bytes each)."""
+        (memory: 8 bytes each, taken at the device's first message on the topic)."""
         self.prefix = prefix
         self.recent_seqs = recent_seqs
         self.window_s = window_s
+        self.emotion_bucket_s = window_s / EMOTION_BUCKETS
         self.stale_s = stale_s
         self.devices: dict[str, DeviceView] = {}
         self.events: deque[Event] = deque(maxlen=max_events)
@@ -235,7 +255,11 @@ class FleetView:
             self.events.appendleft(message)
             device.recent.appendleft(message)
             if message.type != "face_left":  # an emotion shown from now on: appeared, or changed to
-                device.emotions.append((now, message.emotion))
+                bucket = int(now // self.emotion_bucket_s)
+                if not device.emotions or device.emotions[-1][0] < bucket:
+                    device.emotions.append((bucket, Counter()))
+                    self._expire_emotions(device, now)
+                device.emotions[-1][1][message.emotion] += 1
                 device.emotion_counts[message.emotion] += 1
         elif isinstance(message, State):
             device.faces = message.faces
@@ -251,18 +275,24 @@ class FleetView:
             self.devices[device] = DeviceView(device, last_seen_utc=last_seen_utc, remembered=status,
                                               seq={kind: SeqStream(keep=self.recent_seqs) for kind in _MODELS})
 
+    def _expire_emotions(self, d: DeviceView, now: float) -> None:
+        # A bucket leaves when the window's start has passed it: the mix covers window_s, and up to one bucket more.
+        oldest = int((now - self.window_s) // self.emotion_bucket_s)
+        while d.emotions and (d.emotions[0][0] < oldest or len(d.emotions) > EMOTION_BUCKETS + 1):
+            d.emotion_counts.subtract(d.emotions.popleft()[1])
+
     def _malformed(self, device: DeviceView, why: str) -> None:
         self.rejected += 1
         device.malformed += 1
         device.last_malformed = why
 
     def emotion_mix(self, device: DeviceView | None, now: float) -> dict[str, float]:
-        """Share (0-1) of each emotion among the faces that appeared with it or changed to it within the window;
+        """Share (0-1) of each emotion among the faces that appeared with it or changed to it within the window (to a
+        sixtieth of it: EMOTION_BUCKETS);
         of one device, or of the whole fleet when `device` is None. Largest first."""
         counts: Counter[str] = Counter()
         for d in [device] if device else self.devices.values():
-            while d.emotions and d.emotions[0][0] < now - self.window_s:
-                d.emotion_counts[d.emotions.popleft()[1]] -= 1
+            self._expire_emotions(d, now)
             counts.update(d.emotion_counts)  # counted as they came: a dashboard asks for a thousand mixes a second
         counts = +counts  # without the emotions that left the window
         total = sum(counts.values())

@@ -130,19 +130,23 @@ class Feed:
     def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
         # paho's thread dies on an exception from here, and the view would silently stop updating: whatever a
         # message holds, it is counted (FleetView.apply never raises for a payload; this is the last guard).
+        self.fold(message.topic, message.payload, time.time(), bool(message.retain))
+
+    def fold(self, topic: str, payload: bytes, now: float, retained: bool = False) -> None:
+        """Fold in one message received at `now` (UTC epoch seconds), and tell the listener: what paho's thread does
+        with each message (tests call it with a clock of their own). Never raises."""
         with self.lock:
             self.received += 1
             try:
-                now = time.time()
-                folded = self.view.apply(message.topic, message.payload, now)
+                folded = self.view.apply(topic, payload, now)
                 if self.listener is not None:
                     # retained: the broker's stored copy, sent because we (re)subscribed, not a new sample
-                    self.listener(message.topic, folded, now, bool(message.retain))
+                    self.listener(topic, folded, now, retained)
             except Exception as exc:
                 self.view.rejected += 1
                 if not self.failed:
-                    logger.exception("a message on %s could not be folded in", message.topic)
-                self.failed = f"{type(exc).__name__} on {message.topic}"
+                    logger.exception("a message on %s could not be folded in", topic)
+                self.failed = f"{type(exc).__name__} on {topic}"
 
     @contextlib.contextmanager
     def running(self) -> Iterator[Feed]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import gc
 import json
 import os
 import re
@@ -13,6 +14,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import tracemalloc
 import urllib.error
 import urllib.request
 from email.message import Message
@@ -28,10 +30,12 @@ from test_publisher import STATS, track
 
 from edged import __version__
 from edged.dashboard.history import History
+from edged.dashboard.service import Dashboard
 from edged.faces import TrackEvent
+from edged.fleet import EMOTION_BUCKETS, MAX_GAPS
 from edged.payloads import Event, State, Stats, utc_iso
 from edged.publisher import MqttPublisher
-from edged.settings import MqttSettings, known_variables, load_settings
+from edged.settings import DashboardSettings, MqttSettings, known_variables, load_settings
 
 XSS = "<img src=x onerror=alert(1)>"
 TOKEN = "t0ken-for-the-dashboard"
@@ -311,6 +315,67 @@ def test_history_buckets_prunes_after_the_retention_and_distrusts_device_clocks(
     reopened.flush(now + 3600)
     assert reopened.rows() == 0
     reopened.close(now)
+
+
+def test_memory_stays_bounded_however_long_the_traffic_goes_on():
+    # Everything the dashboard keeps in memory is bounded by the number of devices times a fixed window (the seqs
+    # remembered per topic, the missing seq ranges, the emotion window, the changed devices, the history's deltas):
+    # once the windows have filled, more minutes of traffic, with gaps, redeliveries and late arrivals, add nothing.
+    dashboard = Dashboard(DashboardSettings(window_s=60), MqttSettings(), None, History(":memory:", 86_400))
+    face = {"track": 1, "emotion": "happy", "confidence": 0.9, "scores": {"happy": 0.9}, "box": [0, 0, 9, 9]}
+    stats = {**STATS, "version": "x", "model_id": "m", "cpu_temp_c": None}
+    devices, seqs, start = ("a", "b", "c"), dict.fromkeys(range(9), 0), 1_800_000_000.0
+    clock = start
+
+    def send(device: str, kind: str, seq: int, at: float, body: dict) -> None:
+        payload = json.dumps({"v": 1, "device": device, "ts": utc_iso(at), "seq": seq, **body}).encode()
+        dashboard.feed.fold(f"edged/{device}/{kind}", payload, clock)
+
+    def traffic(minutes: float) -> None:  # per device: 2 events/s, 2 states/s, stats every 10 s
+        nonlocal clock
+        for _ in range(int(minutes * 120)):
+            clock += 0.5
+            tick = round((clock - start) * 2)
+            for n, device in enumerate(devices):
+                seq = seqs[n] = seqs[n] + (4 if seqs[n] % 10 == 9 else 1)  # 3 lost every 10 events...
+                send(device, "events", seq, clock, {"type": "face_appeared", **face})
+                if seq % 10 == 3:
+                    send(device, "events", seq - 2, clock - 1, {"type": "face_appeared", **face})  # ...one arrives late
+                if seq % 7 == 0:
+                    send(device, "events", seq, clock, {"type": "face_appeared", **face})  # a redelivery
+                seqs[n + 3] += 1
+                send(device, "state", seqs[n + 3], clock, {"faces": [face]})
+                if tick % 20 == n:
+                    seqs[n + 6] += 1
+                    send(device, "stats", seqs[n + 6], clock, stats)
+            dashboard.update(clock)
+            if tick % 10 == 0:
+                dashboard.history.flush(clock)
+
+    # pydantic-core's JSON parser caches the strings it reads (payload `ts` values too) in a table of fixed size,
+    # 16 384 entries (about 1.2 MB), each new string taking a random one: filled (traced) first, so that it is not
+    # what is measured.
+    gc.collect()
+    tracemalloc.start()
+    try:
+        for n in range(100_000):
+            State.model_validate_json(json.dumps({"v": 1, "device": "a", "ts": utc_iso(n), "seq": 1, "faces": []}))
+        traffic(5)  # the 60 s emotion window, the 512 seqs per topic and the 64 missing ranges fill
+        gc.collect()
+        filled = tracemalloc.get_traced_memory()[0]
+        traffic(10)
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - filled
+    finally:
+        tracemalloc.stop()
+    view = dashboard.view
+    assert view.rejected == 0 and dashboard.feed.failed is None
+    events = view.devices["a"].seq["events"]
+    assert events.duplicates > 200 and events.late > 200 and events.lost == 2 * events.late and events.resets == 0
+    assert all(len(d.emotions) <= EMOTION_BUCKETS + 1 for d in view.devices.values())
+    assert all(len(s._missing) <= MAX_GAPS for d in view.devices.values() for s in d.seq.values())
+    assert grown < 16_000, f"{grown} bytes more after 10 more minutes"
+    dashboard.history.close(clock)
 
 
 def test_a_token_or_a_user_is_required_and_nothing_can_be_changed(broker, tmp_path):

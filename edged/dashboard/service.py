@@ -17,16 +17,16 @@ from typing import Any
 from pydantic import SecretStr
 
 from edged.dashboard.history import History
-from edged.fleet import FleetView
+from edged.fleet import Alert, FleetView
 from edged.payloads import STATUS_ONLINE, Event, State, Stats
 from edged.settings import DashboardSettings, MqttSettings
 from edged.watch import Feed
 
 CLIENT_QUEUE = 8  # updates waiting for one page; a page that falls further behind gets a full picture instead
-FULL_EVERY_S = 5.0
-# Duplicates are told from resets over the last 512 messages of each device and topic (a QoS 1 redelivery comes
-# within the publisher's in-flight window, 20 by default): about 100 kB per kiosk rather than edged watch's 4096.
-RECENT_SEQS = 512  # a full picture now and then: `stale` and "last seen" change without any message
+FULL_EVERY_S = 5.0  # a full picture now and then: `stale` and "last seen" change without any message
+# Duplicates are told from resets over the last 512 seqs of each device and topic (a QoS 1 redelivery comes within
+# the publisher's in-flight window, 20 by default): 12 kB per kiosk (edged.fleet.SeqStream).
+RECENT_SEQS = 512
 
 
 class Dashboard:
@@ -43,6 +43,8 @@ class Dashboard:
                          log_link=True)
         self.started = time.time()
         self._dirty: set[str] = set()
+        self._sent: dict[str, dict[str, Any]] = {}  # the row of each device as the pages have it (one per device)
+        self._sent_alerts: list[dict[str, str]] | None = None
         self._pages: set[asyncio.Queue[str | None]] = set()
         self._last_full = 0.0
 
@@ -71,14 +73,14 @@ class Dashboard:
         """{"connected": whether the subscription is up, "detail": the link in words}."""
         return {"connected": self.feed.connected, "detail": self.feed.link}
 
-    def _rows(self, names: list[str], now: float) -> dict[str, dict[str, Any]]:
-        alerts: dict[str, list[dict[str, str]]] = {}
-        for alert in self.view.alerts(now):
-            alerts.setdefault(alert.device, []).append({"kind": alert.kind, "detail": alert.detail})
+    def _rows(self, names: list[str], now: float, alerts: list[Alert]) -> dict[str, dict[str, Any]]:
+        by_device: dict[str, list[dict[str, str]]] = {}
+        for alert in alerts:
+            by_device.setdefault(alert.device, []).append({"kind": alert.kind, "detail": alert.detail})
         rows = {}
         for name in names:
             row = self.view.device_snapshot(self.view.devices[name], now)
-            row["alerts"] = alerts.get(name, [])
+            row["alerts"] = by_device.get(name, [])
             rows[name] = row
         return rows
 
@@ -87,7 +89,7 @@ class Dashboard:
         a row is FleetView.device_snapshot plus its alerts. Times in UTC epoch seconds."""
         with self.feed.lock:
             snapshot = self.view.snapshot(now, devices=False)
-            snapshot["devices"] = self._rows(sorted(self.view.devices), now)
+            snapshot["devices"] = self._rows(sorted(self.view.devices), now, self.view.alerts(now))
         return {"now": now, "broker": self.broker(), "full": True, **snapshot}
 
     def device(self, name: str, now: float) -> dict[str, Any] | None:
@@ -96,7 +98,7 @@ class Dashboard:
             if name not in self.view.devices:
                 return None
             d = self.view.devices[name]
-            row = self._rows([name], now)[name]
+            row = self._rows([name], now, self.view.alerts(now))[name]
             faces = [f.model_dump() for f in d.faces]
             events = [e.model_dump(exclude_none=True) for e in d.recent]
             stats = None if d.stats is None else d.stats.model_dump()
@@ -104,23 +106,50 @@ class Dashboard:
                 "stats": stats}
 
     def update(self, now: float) -> dict[str, Any]:
-        """What changed since the last update (every device now and then): {"now", "broker", "fleet", "full",
-        "devices": {id: row}, "alerts", "rejected"}."""
+        """What changed since the last update: {"now", "broker", "fleet", "full", "devices": {id: row}, "alerts",
+        "rejected"} (malformed messages so far, the whole fleet).
+
+        Usually (`full` false) only the devices that changed, each with only the fields of its row that changed, and
+        "alerts" only when the list changed: with a thousand kiosks sending every second, most of a row (fps, mix,
+        seq counters, camera) stays as it was, and the page keeps what it has. Every FULL_EVERY_S seconds, and
+        after a page fell behind, every device's whole row and the alerts (`full` true)."""
         full = now - self._last_full >= FULL_EVERY_S
         with self.feed.lock:
-            names = sorted(self.view.devices) if full else sorted(self._dirty)
+            names = list(self.view.devices) if full else [n for n in self._dirty if n in self.view.devices]
             self._dirty.clear()
-            rows = self._rows(names, now)
-            alerts = [{"device": a.device, "kind": a.kind, "detail": a.detail} for a in self.view.alerts(now)]
+            found = self.view.alerts(now)
+            rows = self._rows(names, now, found)
             devices = self.view.devices.values()
             fleet = {"devices": len(devices), "online": sum(d.status == STATUS_ONLINE for d in devices),
                      "faces": sum(len(d.faces) for d in devices)}
             if full:
                 fleet["emotion_mix"] = self.view.emotion_mix(None, now)
+        alerts = [{"device": a.device, "kind": a.kind, "detail": a.detail} for a in found]
+        update: dict[str, Any] = {"now": now, "broker": self.broker(), "fleet": fleet, "full": full}
         if full:
             self._last_full = now
-        return {"now": now, "broker": self.broker(), "fleet": fleet, "full": full, "devices": rows, "alerts": alerts,
-                "rejected": self.view.rejected}
+            self._sent = rows
+            update["devices"] = dict(sorted(rows.items()))
+        else:
+            changed = {}
+            for name in sorted(rows):
+                row, sent = rows[name], self._sent.get(name)
+                if sent is None:
+                    self._sent[name] = changed[name] = row
+                    continue
+                delta = _delta(sent, row)
+                if delta:
+                    changed[name] = delta
+            update["devices"] = changed
+        update["rejected"] = self.view.rejected
+        if full or alerts != self._sent_alerts:
+            self._sent_alerts = update["alerts"] = alerts
+        return update
+
+    def encoded_update(self, now: float) -> str:
+        """update() as the JSON text the pages get (encoding a thousand rows takes a while: callers run it in a
+        worker thread, off the event loop)."""
+        return json.dumps(self.update(now), separators=(",", ":"))
 
     def listen(self) -> asyncio.Queue[str | None]:
         """A queue of JSON updates for one page; the first is the whole fleet. None in it means: close."""
@@ -144,8 +173,7 @@ class Dashboard:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.settings.push_interval_s)
             if self._pages:
-                update = await asyncio.to_thread(self.update, time.time())
-                data = json.dumps(update)
+                data = await asyncio.to_thread(self.encoded_update, time.time())
                 for queue in list(self._pages):
                     if queue.qsize() >= CLIENT_QUEUE:  # a slow page: its next update must be a full picture
                         self._last_full = 0.0
@@ -157,3 +185,18 @@ class Dashboard:
         for queue in list(self._pages):
             with contextlib.suppress(asyncio.QueueFull):
                 queue.put_nowait(None)
+
+
+def _delta(sent: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
+    """The fields of `row` that differ from `sent`, which is brought up to date; of `seq`, only the topics whose
+    counters moved (the page lays them over what it has)."""
+    delta = {}
+    for key, value in row.items():
+        old = sent.get(key)
+        if old == value:
+            continue
+        sent[key] = value
+        if key == "seq" and isinstance(old, dict):
+            value = {kind: counts for kind, counts in value.items() if old.get(kind) != counts}
+        delta[key] = value
+    return delta

@@ -62,6 +62,14 @@
     setInterval(() => { if (heard && Date.now() - heard > 10000) show("banner-page", "no update from the dashboard for " + ((Date.now() - heard) / 1000).toFixed(0) + " s: retrying"); }, 2000);
   }
   function serverNow() { return Date.now() / 1000 + serverSkew; }
+  // Between full updates a device comes with only the fields of its row that changed (of `seq`, only the topics whose
+  // counters moved): laid over what the page has.
+  function merged(row, changes, full) {
+    if (full || !row) return changes;
+    const next = Object.assign({}, row, changes);
+    if (changes.seq) next.seq = Object.assign({}, row.seq, changes.seq);
+    return next;
+  }
 
   // ---- the fleet overview
   const COLUMNS = [
@@ -140,11 +148,12 @@
       for (const [name, row] of Object.entries(update.devices)) {
         let item = state.rows.get(name);
         if (!item) { item = { tr: newRow(name) }; state.rows.set(name, item); added = true; }
-        item.row = row;
-        fillRow(item.tr, name, row);
+        item.row = merged(item.row, row, update.full);
+        fillRow(item.tr, name, item.row);
       }
       if (added || update.full) sortRows(tbody);
       document.getElementById("device-count").textContent = "(" + state.rows.size + ")";
+      if (!update.alerts) return; // unchanged since the last update
       const shown = JSON.stringify(update.alerts.slice(0, 200)) + update.alerts.length;
       if (shown === lastAlerts) return;
       lastAlerts = shown;
@@ -232,9 +241,10 @@
     const later = throttled(refresh, 1000);
     let seen = null;
     refresh();
+    let row = null;
     connect((update) => {
-      const row = update.devices[device];
-      if (!row) return;
+      if (!update.devices[device]) return;
+      row = merged(row, update.devices[device], update.full);
       const facts = document.getElementById("facts");
       facts.replaceChildren();
       const items = [["status", row.health], ["last seen", row.last_seen_utc === null ? "-" : ago(update.now - row.last_seen_utc)],
