@@ -8,7 +8,14 @@ and the `seq` stream of each topic checked for gaps, duplicates and resets (docs
 - the **same seq with the same `ts`** is one message delivered twice (a QoS 1 redelivery, or a retained message
   seen again after a reconnect): a duplicate;
 - a **smaller (or equal) seq** that is neither missing nor a duplicate is a reset (the device lost its counter):
-  counting starts again.
+  counting starts again;
+- on `state` and `stats`, latest-value topics whose `seq` is stored in blocks of 1000 and jumps ahead after a device
+  restarts, a jump is not loss: only `events` count lost messages;
+- after the watcher's own connection to the broker was down (`FleetView.resync`), a jump is not counted either: what
+  the devices published meanwhile never reached this subscriber, which says nothing about the devices.
+
+An offline device's last fps, faces and camera state are history, not the present: its snapshot gives them as None
+(`DeviceView.live`), and the fleet's faces in view count live devices only.
 
 Alerts: a device `unseen` (remembered from before by a caller that keeps history, nothing heard since),
 `offline`, a device `stale` (online but its newest payload is older than `stale_s`), `camera`
@@ -98,24 +105,35 @@ class SeqStream:
     duplicates: int = 0
     resets: int = 0
     late: int = 0  # arrived after a bigger seq had: out of order, no longer lost
+    latest_value: bool = False  # state and stats: a jump ahead is expected (seq in blocks), nothing is missing
+    skipped: int = 0  # seqs jumped over without counting them lost (latest-value topics, or after a resync)
     gaps: list[tuple[int, int]] = field(default_factory=list)  # (first, last) missing seq of each gap, newest last
     keep: int = RECENT_SEQS  # how many recent seqs are remembered
     # (first, last) of each range still missing, oldest first; a range forgotten (beyond MAX_GAPS) stays lost
     _missing: list[tuple[int, int]] = field(default_factory=list)
     # hash((seq, ts)) of the latest message whose seq is this slot modulo `keep`; 0: none. Made at the first message.
     _recent: array[int] | None = None
+    _resync: bool = False  # the next jump ahead is not loss (the watcher was away)
+
+    def resync(self) -> None:
+        """The subscriber was disconnected: the next jump ahead is what it missed, not what the device lost."""
+        self._resync = True
 
     def add(self, seq: int, ts: str) -> str:
-        """Fold in one message's seq and ts; returns what it was: ok, gap, duplicate, late or reset."""
+        """Fold in one message's seq and ts; returns what it was: ok, gap, skip (a jump that is not loss: see
+        `latest_value` and `resync`), duplicate, late or reset."""
         if self._recent is None:
             self._recent = array("q", bytes(8 * self.keep))
         slot, mark = seq % self.keep, hash((seq, ts)) or 1
         if self._recent[slot] == mark:
             self.duplicates += 1
             return "duplicate"
-        kind = "ok"
+        kind, resync, self._resync = "ok", self._resync, False
         if self.last is None or seq == self.last + 1:
             self.last = seq
+        elif seq > self.last + 1 and (self.latest_value or resync):
+            self.skipped += seq - self.last - 1
+            self.last, kind = seq, "skip"
         elif seq > self.last + 1:
             first, last = self.last + 1, seq - 1
             self.lost += last - first + 1
@@ -146,6 +164,11 @@ class SeqStream:
         return False
 
 
+def seq_streams(keep: int) -> dict[str, SeqStream]:
+    """One SeqStream per topic of a device: `events` counts loss, `state` and `stats` are latest-value topics."""
+    return {kind: SeqStream(keep=keep, latest_value=kind != "events") for kind in _MODELS}
+
+
 @dataclass
 class DeviceView:
     """What is known about one device."""
@@ -157,7 +180,7 @@ class DeviceView:
     fps: float | None = None
     stats: Stats | None = None
     faces: list[Face] = field(default_factory=list)
-    seq: dict[str, SeqStream] = field(default_factory=lambda: {kind: SeqStream() for kind in _MODELS})
+    seq: dict[str, SeqStream] = field(default_factory=lambda: seq_streams(RECENT_SEQS))
     # (bucket number, emotions counted in it) of the events within the window, oldest first: at most
     # EMOTION_BUCKETS + 1 (FleetView.emotion_bucket_s wide), whatever the event rate
     emotions: deque[tuple[int, Counter[str]]] = field(default_factory=deque)
@@ -166,6 +189,11 @@ class DeviceView:
     malformed: int = 0  # payloads on this device's topics that are not the contract
     last_malformed: str | None = None  # why the latest one was refused
     remembered: str | None = None  # known from before (a dashboard's history), nothing heard since: its last status
+
+    @property
+    def live(self) -> bool:
+        """Whether its fps, faces and camera state are current: not offline (an offline device's are its last)."""
+        return self.status != STATUS_OFFLINE
 
     @property
     def events_lost(self) -> int:
@@ -218,7 +246,7 @@ class FleetView:
         device = self.devices.get(device_id)
         if device is None:
             device = self.devices[device_id] = DeviceView(
-                device_id, seq={kind: SeqStream(keep=self.recent_seqs) for kind in _MODELS})
+                device_id, seq=seq_streams(self.recent_seqs))
         device.remembered = None
         if not payload:
             return None  # an empty payload clears a retained message
@@ -273,7 +301,7 @@ class FleetView:
         persistence has lost the retained status that would have brought it back)."""
         if device not in self.devices:
             self.devices[device] = DeviceView(device, last_seen_utc=last_seen_utc, remembered=status,
-                                              seq={kind: SeqStream(keep=self.recent_seqs) for kind in _MODELS})
+                                              seq=seq_streams(self.recent_seqs))
 
     def _expire_emotions(self, d: DeviceView, now: float) -> None:
         # A bucket leaves when the window's start has passed it: the mix covers window_s, and up to one bucket more.
@@ -338,12 +366,22 @@ class FleetView:
             "prefix": self.prefix,
             "window_s": self.window_s,
             "devices": rows,
-            "fleet": {"devices": len(self.devices), "online": online,
-                      "faces": sum(len(d.faces) for d in self.devices.values()),
+            "fleet": {"devices": len(self.devices), "online": online, "faces": self.faces_in_view(),
                       "emotion_mix": self.emotion_mix(None, now)},
             "alerts": [{"device": a.device, "kind": a.kind, "detail": a.detail} for a in self.alerts(now)],
             "rejected": self.rejected,
         }
+
+    def faces_in_view(self) -> int:
+        """Faces in view across the fleet, now: live devices only."""
+        return sum(len(d.faces) for d in self.devices.values() if d.live)
+
+    def resync(self) -> None:
+        """Call when the subscriber's connection to the broker comes back: on every device's topics, the next jump in
+        `seq` is what this subscriber missed while away, not loss (docs/mqtt.md, "seq")."""
+        for d in self.devices.values():
+            for stream in d.seq.values():
+                stream.resync()
 
     def device_snapshot(self, d: DeviceView, now: float) -> dict[str, Any]:
         """One device as plain JSON-able data (times: UTC epoch seconds and seconds)."""
@@ -352,13 +390,13 @@ class FleetView:
             "health": d.health(now, self.stale_s),
             "last_seen_utc": d.last_seen_utc,
             "last_seen_ago_s": None if d.last_seen_utc is None else round(now - d.last_seen_utc, 1),
-            "fps": d.fps,
-            "faces": len(d.faces),
-            "emotions_now": sorted({f.emotion for f in d.faces}),
+            "fps": d.fps if d.live else None,
+            "faces": len(d.faces) if d.live else None,
+            "emotions_now": sorted({f.emotion for f in d.faces}) if d.live else [],
             "emotion_mix": self.emotion_mix(d, now),
             "seq": {kind: {"last": s.last, "lost": s.lost, "duplicates": s.duplicates, "resets": s.resets,
-                           "late": s.late} for kind, s in d.seq.items()},
-            "camera_ok": None if d.stats is None else d.stats.camera_ok,
+                           "late": s.late, "skipped": s.skipped} for kind, s in d.seq.items()},
+            "camera_ok": None if d.stats is None or not d.live else d.stats.camera_ok,
             "outbox_depth": None if d.stats is None else d.stats.outbox_depth,
             "malformed": d.malformed,
             "last_malformed": d.last_malformed,

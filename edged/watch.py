@@ -88,6 +88,8 @@ class Feed:
         self.link = f"{where(self._mqtt)} {self.subscription}"
         self.connected = True
         if self._ever_up:
+            with self.lock:  # what the devices published while we were away never reached us: not their loss
+                self.view.resync()
             down = "" if self._down_since is None else f" after {time.monotonic() - self._down_since:.0f} s"
             self._say(logging.INFO, f"MQTT connection to {where(self._mqtt)} is back{down}; subscribed to "
                                     f"{self.subscription} again")
@@ -184,9 +186,9 @@ def render(view: FleetView, header: str, now: float | None = None) -> Renderable
             name,
             Text(d.status, style=colour),
             _age(d.last_seen_utc, now),
-            "-" if d.fps is None else f"{d.fps:.1f}",
-            str(len(d.faces)),
-            " ".join(sorted({f.emotion for f in d.faces})) or "-",
+            "-" if d.fps is None or not d.live else f"{d.fps:.1f}",
+            str(len(d.faces)) if d.live else "-",
+            (" ".join(sorted({f.emotion for f in d.faces})) or "-") if d.live else "-",
             _mix(view.emotion_mix(d, now)),
             Text(str(events.lost), style="red" if events.lost else ""),
             str(events.duplicates),
@@ -208,7 +210,7 @@ def render(view: FleetView, header: str, now: float | None = None) -> Renderable
             emotion += f" (after {e.dwell_s:.1f} s)"
         events_table.add_row(e.ts[11:19], e.device, e.type, str(e.track), emotion)
     online = sum(d.status == "online" for d in view.devices.values())
-    faces = sum(len(d.faces) for d in view.devices.values())
+    faces = view.faces_in_view()
     fleet = Text(f"{len(view.devices)} devices, {online} online, {faces} faces in view; "
                  f"fleet emotion mix: {_mix(view.emotion_mix(None, now), top=7)}")
     footer = Text(f"{view.rejected} malformed messages (not the contract; counted, never fatal)"

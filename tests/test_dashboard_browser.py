@@ -113,6 +113,12 @@ def test_kiosks_appear_go_offline_when_killed_and_the_chart_gains_points(broker,
             kiosks[0].send_signal(signal.SIGKILL)  # no clean stop: the broker publishes its last will
             wait_until(lambda: table(browser).get("kiosk-a") == "offline", 20, "kiosk-a offline on the page")
             assert "kiosk-a" in js(browser, "return document.getElementById('alerts').textContent")
+            # its last fps and faces are history, not the present: shown as "-" (the fleet's faces leave it out)
+            wait_until(lambda: js(browser, "return [...document.querySelectorAll('#devices tbody tr')]"
+                                           ".find(tr => tr.cells[0].textContent == 'kiosk-a')"
+                                           ".cells[3].textContent") == "-", 10, "kiosk-a's fps as -")
+            assert js(browser, "return [...document.querySelectorAll('#devices tbody tr')]"
+                               ".find(tr => tr.cells[0].textContent == 'kiosk-a').cells[4].textContent") == "-"
             assert table(browser)["lobby-sim-1"] == "online"
 
             # Sorting: by device name, then reversed.

@@ -40,6 +40,42 @@ def test_seq_stream_tells_gaps_duplicates_late_arrivals_and_resets():
     assert after_reset.lost == 3 and after_reset.add(3, ts(50)) == "reset" and after_reset.lost == 3
 
 
+def test_a_jump_is_not_loss_on_latest_value_topics_nor_once_after_the_watcher_was_away():
+    # state and stats store seq in blocks of 1000 (docs/mqtt.md): a restarted kiosk jumps ahead, nothing is missing
+    state = SeqStream(latest_value=True)
+    assert [state.add(seq, ts(seq)) for seq in (1, 2, 1001, 1002)] == ["ok", "ok", "skip", "ok"]
+    assert (state.lost, state.skipped, state.last) == (0, 998, 1002)
+    assert state.add(5, ts(2000)) == "reset"  # it never goes back: smaller is still a reset
+
+    events = SeqStream()
+    events.add(1, ts(1))
+    events.resync()  # the watcher's connection came back: what was published meanwhile never reached it
+    assert events.add(2, ts(2)) == "ok"  # nothing missed: the resync is spent on the next message, jump or not
+    events.resync()
+    assert [events.add(seq, ts(seq)) for seq in (2, 9, 12)] == ["duplicate", "skip", "gap"]
+    assert (events.lost, events.skipped, events.gaps) == (2, 6, [(10, 11)])  # after the first jump, gaps are loss
+
+
+def test_an_offline_kiosks_last_figures_are_not_the_present():
+    view = FleetView("edged")
+    stats = json.dumps({"v": 1, "device": "k", "ts": ts(1_700_000_000), "seq": 1, "version": __version__,
+                        "model_id": "m", "cpu_temp_c": None, **STATS, "outbox_depth": 4})
+    face = '{"track":1,"emotion":"sad","confidence":0.8,"scores":{"sad":0.8},"box":[0,0,9,9]}'
+    for device in ("k", "j"):
+        view.apply(f"edged/{device}/status", b"online", now=1_700_000_000)
+        view.apply(f"edged/{device}/stats", stats.replace('"k"', f'"{device}"').encode(), now=1_700_000_000)
+        view.apply(f"edged/{device}/state", (f'{{"v":1,"device":"{device}","ts":"{ts(1_700_000_000)}","seq":1,'
+                                             f'"faces":[{face}]}}').encode(), now=1_700_000_000)
+    assert view.snapshot(1_700_000_001)["fleet"]["faces"] == 2
+    view.apply("edged/k/status", b"offline", now=1_700_000_002)  # its Last Will: the retained state stays behind
+    snapshot = view.snapshot(1_700_000_003)
+    offline, online = snapshot["devices"]["k"], snapshot["devices"]["j"]
+    assert (offline["fps"], offline["faces"], offline["emotions_now"], offline["camera_ok"]) == (None, None, [], None)
+    assert (online["fps"], online["faces"], online["emotions_now"]) == (STATS["fps"], 1, ["sad"])
+    assert snapshot["fleet"]["faces"] == view.faces_in_view() == 1
+    assert offline["outbox_depth"] == 4  # what it still has to send is its last word on that
+
+
 def test_emotion_mix_counts_events_within_the_window():
     view = FleetView("edged", window_s=60)
     for i, (device, emotion, at) in enumerate([("a", "happy", 0), ("a", "sad", 50), ("a", "happy", 100),
@@ -128,8 +164,9 @@ def test_fleet_of_publishers_with_an_injected_gap_duplicate_and_reset(broker, fl
             pub.close(timeout=1.0)
         raw.close()
 
-    assert [snapshot["devices"][f"kiosk-{i}"]["faces"] for i in range(5)] == [0, 1, 2, 3, 4]
-    assert snapshot["fleet"]["faces"] == 10 and snapshot["fleet"]["online"] == 5  # 4 kiosks and kiosk-x
+    # kiosk-4 is offline: its 4 faces are its last state, not faces in view now
+    assert [snapshot["devices"][f"kiosk-{i}"]["faces"] for i in range(5)] == [0, 1, 2, 3, None]
+    assert snapshot["fleet"]["faces"] == 6 and snapshot["fleet"]["online"] == 5  # 4 kiosks and kiosk-x
     assert [snapshot["devices"][f"kiosk-{i}"]["seq"]["events"]["last"] for i in range(5)] == [None, 1, 2, 3, 4]
     assert all(snapshot["devices"][f"kiosk-{i}"]["seq"]["events"]["lost"] == 0 for i in range(5))
     x = snapshot["devices"]["kiosk-x"]["seq"]["events"]

@@ -21,7 +21,7 @@ from edged.faces import TrackEvent
 from edged.fleet import STARTUP_GRACE_S, FleetView
 from edged.publisher import MqttPublisher
 from edged.settings import MqttSettings
-from edged.watch import render, watch
+from edged.watch import Feed, render, watch
 
 
 @pytest.fixture
@@ -216,3 +216,35 @@ def test_alerts_for_a_lost_camera_and_for_no_frames_but_not_while_starting(broke
     alerts = {(a["device"], a["kind"]) for a in json.loads(result.stdout)["alerts"]}
     assert result.returncode == 1
     assert alerts == {("kiosk-blind", "camera"), ("kiosk-idle", "no_frames"), ("kiosk-never", "no_frames")}
+
+
+def test_events_sent_while_the_watcher_was_away_are_not_counted_lost(broker):
+    # A broker restart: the kiosk is back first (reconnect after 1 s) and sends events before the watcher (after
+    # 4 s) has subscribed again. The watcher never gets them, and that says nothing about the kiosk: they are
+    # skipped, not lost, and no `lost` alert is raised (the dashboard used to report "3 events lost").
+    view = FleetView("edged")
+    feed = Feed(MqttSettings(host="127.0.0.1", port=broker.port, reconnect_min_s=4, reconnect_max_s=4), None, view)
+    with feed.running():
+        wait_until(lambda: feed.connected and feed.subscribed.is_set(), what="the watcher to subscribe")
+        pub = publisher(broker.port, "kiosk-r")
+        pub.event(TrackEvent("face_appeared", track(), 1_700_000_001.0))
+        wait_until(lambda: "kiosk-r" in view.devices and view.devices["kiosk-r"].seq["events"].last == 1,
+                   what="the first event")
+        broker.stop()
+        wait_until(lambda: not feed.connected, what="the watcher to notice")
+        broker.start()
+        assert pub.wait_connected(5)
+        other = Subscriber(broker.port, "edged/kiosk-r/events")
+        for second in (2, 3, 4):
+            pub.event(TrackEvent("emotion_changed", track(emotion="sad"), 1_700_000_000.0 + second,
+                                 previous_emotion="happy"))
+        other.wait_count("edged/kiosk-r/events", 3)
+        other.close()
+        assert not feed.connected, "the watcher came back before the kiosk's events: the test proves nothing"
+        wait_until(lambda: feed.connected, timeout=10, what="the watcher to reconnect")
+        pub.event(TrackEvent("face_left", track(emotion="sad"), 1_700_000_006.0))
+        wait_until(lambda: view.devices["kiosk-r"].seq["events"].last == 5, what="the event after the outage")
+        pub.close()
+    events = view.devices["kiosk-r"].seq["events"]
+    assert (events.lost, events.skipped) == (0, 3)
+    assert "lost" not in [a.kind for a in view.alerts(1_700_000_007.0)]

@@ -58,10 +58,12 @@ class FleetCollector(Collector):
                 if d.last_seen_utc is not None:
                     seen.add_metric(labels, d.last_seen_utc)
                 if d.stats is not None:
-                    fps.add_metric(labels, d.stats.fps)
-                    camera.add_metric(labels, float(d.stats.camera_ok))
                     outbox.add_metric(labels, d.stats.outbox_depth)
-                faces.add_metric(labels, len(d.faces))
+                if d.live:  # an offline device's fps, faces and camera are its last ones, not now: no sample
+                    if d.stats is not None:
+                        fps.add_metric(labels, d.stats.fps)
+                        camera.add_metric(labels, float(d.stats.camera_ok))
+                    faces.add_metric(labels, len(d.faces))
                 events = d.seq["events"]
                 lost.add_metric(labels, events.lost)
                 resets.add_metric(labels, events.resets)

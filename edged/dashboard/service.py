@@ -121,7 +121,7 @@ class Dashboard:
             rows = self._rows(names, now, found)
             devices = self.view.devices.values()
             fleet = {"devices": len(devices), "online": sum(d.status == STATUS_ONLINE for d in devices),
-                     "faces": sum(len(d.faces) for d in devices)}
+                     "faces": self.view.faces_in_view()}
             if full:
                 fleet["emotion_mix"] = self.view.emotion_mix(None, now)
         alerts = [{"device": a.device, "kind": a.kind, "detail": a.detail} for a in found]

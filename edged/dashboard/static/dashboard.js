@@ -74,7 +74,7 @@
   // ---- the fleet overview
   const COLUMNS = [
     ["device", (n, r) => n], ["health", (n, r) => SEVERITY[r.health] ?? 9], ["seen", (n, r) => r.last_seen_utc === null ? Infinity : -r.last_seen_utc],
-    ["fps", (n, r) => r.fps ?? -1], ["faces", (n, r) => r.faces], ["camera", (n, r) => r.camera_ok === null ? 2 : Number(r.camera_ok)],
+    ["fps", (n, r) => r.fps ?? -1], ["faces", (n, r) => r.faces ?? -1], ["camera", (n, r) => r.camera_ok === null ? 2 : Number(r.camera_ok)],
     ["outbox", (n, r) => r.outbox_depth ?? -1], ["lost", (n, r) => r.seq.events.lost], ["resets", (n, r) => r.seq.events.resets],
     ["bad", (n, r) => -r.malformed], ["mix", (n, r) => mix(r.emotion_mix)], ["alerts", (n, r) => -r.alerts.length],
   ];
@@ -91,7 +91,7 @@
     put(cells[1], row.health, row.health);
     put(cells[2], row.last_seen_utc === null ? "-" : ago(serverNow() - row.last_seen_utc));
     put(cells[3], num(row.fps, 1));
-    put(cells[4], row.faces);
+    put(cells[4], row.faces ?? "-");
     put(cells[5], row.camera_ok === null ? "-" : row.camera_ok ? "ok" : "lost", row.camera_ok === false ? "bad" : "");
     put(cells[6], row.outbox_depth ?? "-");
     put(cells[7], row.seq.events.lost, "num" + (row.seq.events.lost ? " bad" : ""));
@@ -248,7 +248,7 @@
       const facts = document.getElementById("facts");
       facts.replaceChildren();
       const items = [["status", row.health], ["last seen", row.last_seen_utc === null ? "-" : ago(update.now - row.last_seen_utc)],
-                     ["fps", num(row.fps, 1)], ["faces", row.faces], ["emotions now", row.emotions_now.join(" ") || "-"],
+                     ["fps", num(row.fps, 1)], ["faces", row.faces ?? "-"], ["emotions now", row.emotions_now.join(" ") || "-"],
                      ["camera", row.camera_ok === null ? "-" : row.camera_ok ? "ok" : "lost"], ["outbox", row.outbox_depth ?? "-"],
                      ["events lost", row.seq.events.lost], ["seq resets", row.seq.events.resets],
                      ["bad messages", row.malformed ? row.malformed + " (latest: " + row.last_malformed + ")" : 0],
