@@ -3,11 +3,11 @@ serve the dashboard.
 
 Exit status: 0 ok; 1 a check failed, an image could not be read, or `watch --once` saw alerts; 2 bad command line;
 69 the camera, broker or the outbox's disk is unavailable, another edged holds the outbox, or the dashboard cannot
-listen on its address; 78 configuration (a bad EDGED_* variable, a dashboard listening beyond loopback without auth,
-a device id, topic prefix, client id or host the broker would not take, the model, the Haar cascade, a video file
-that is missing or unreadable, a state directory or outbox that cannot be written, TLS files that are not PEM, any
-configured file this user may not read, picamera2 or the dashboard extra not installed), from `run` and, for a
-failed item, from `check`.
+listen on its address or another dashboard holds its history; 78 configuration (a bad EDGED_* variable, a dashboard
+listening beyond loopback without auth, a device id, topic prefix, client id or host the broker would not take, the
+model, the Haar cascade, a video file that is missing or unreadable, a state directory or outbox that cannot be
+written, TLS files that are not PEM, any configured file this user may not read, picamera2 or the dashboard extra
+not installed), from `run` and, for a failed item, from `check`.
 """
 
 from __future__ import annotations

@@ -501,6 +501,29 @@ def test_a_port_in_use_exits_69_naming_it(broker, tmp_path):
     assert f"cannot listen on 127.0.0.1:{first.port}" in result.stderr and "EDGED_DASHBOARD__PORT" in result.stderr
 
 
+def test_a_second_dashboard_on_the_same_history_exits_69_naming_the_file_and_the_first(broker, tmp_path):
+    # Minutes are added to, never overwritten: two dashboards on one file would count every message twice.
+    with DashboardProcess(broker.port, tmp_path / "first") as first:
+        database = first.env["EDGED_DASHBOARD__DATABASE"]
+        result = _dashboard_cli({"EDGED_MQTT__PORT": str(broker.port), "EDGED_DASHBOARD__PORT": str(free_port()),
+                                 "EDGED_DASHBOARD__DATABASE": database})
+        assert result.returncode == 69, result.stderr
+        assert result.stderr == (f"edged: another edged dashboard (pid {first.process.pid}) is using the history "
+                                 f"{database} (EDGED_DASHBOARD__DATABASE={database}): stop it, or give this one its "
+                                 "own EDGED_DASHBOARD__DATABASE\n")
+        # The default file in EDGED_STATE_DIR is guarded the same way, naming that variable.
+        state = {"EDGED_MQTT__PORT": str(broker.port), "EDGED_STATE_DIR": str(tmp_path / "state")}
+        with DashboardProcess(broker.port, tmp_path / "default", EDGED_DASHBOARD__DATABASE="", **state) as other:
+            result = _dashboard_cli({**state, "EDGED_DASHBOARD__PORT": str(free_port())})
+            assert result.returncode == 69, result.stderr
+            assert f"another edged dashboard (pid {other.process.pid}) is using the history " \
+                   f"{tmp_path / 'state' / 'dashboard.sqlite3'} (EDGED_STATE_DIR=" in result.stderr
+        assert get(first.url + "/api/fleet")[0] == 200  # the first one goes on
+    # Stopped, it lets the next one in.
+    with DashboardProcess(broker.port, tmp_path / "first") as again:
+        assert get(again.url + "/api/fleet")[0] == 200
+
+
 def test_the_kiosk_daemon_never_imports_the_dashboard():
     code = ("import sys, edged.cli, edged.pipeline, edged.publisher, edged.watch; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('starlette', 'uvicorn', 'prometheus_client') "
