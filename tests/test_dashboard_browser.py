@@ -7,10 +7,12 @@ EDGED_SCREENSHOTS=docs .venv/bin/python -m pytest tests/test_dashboard_browser.p
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -24,6 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from test_dashboard import XSS, DashboardProcess, get, publisher, row
 from test_publisher import STATS, track
 
+from edged.dashboard.history import History
 from edged.faces import TrackEvent
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -167,6 +170,50 @@ def test_mqtt_strings_render_as_text_and_the_page_says_what_is_down(broker, brow
         assert json.loads(js(browser, "return JSON.stringify(window.edged.lastUpdate.broker)"))["connected"] is False
     finally:
         pub.close()
+
+
+AXES = """return Object.fromEntries(Object.entries(window.edged.charts).map(([name, u]) => [name,
+  Object.fromEntries(["x", ...u.series.slice(1).map((s) => s.scale)].map((scale) => {
+    const axis = u.axes.find((a) => a.scale === scale && a.show !== false);
+    const labels = axis ? (axis._values || []).filter((v) => v !== null && v !== "").map(String) : [];
+    return [scale, { min: u.scales[scale].min, labels }];
+  }))]))"""
+
+
+def axes(driver) -> dict[str, dict[str, dict]]:
+    """chart -> scale of each of its series (and x) -> {"min": the scale's lowest value, "labels": the tick labels
+    of the axis drawn for that scale ([] when none is)}."""
+    return js(driver, AXES)
+
+
+def test_every_chart_has_labelled_axes_for_each_scale_and_counts_start_at_zero(broker, browser, tmp_path):
+    # Two minutes of history with faces 0.72 and 0.75 and fps 14.8 and 15.2: autoscaled, each axis would start
+    # near its lowest value and the small change would fill the chart's height.
+    workdir = tmp_path / "dashboard"
+    workdir.mkdir()
+    History(workdir / "history.sqlite3", 86_400).close(time.time())
+    minute = int(time.time() // 60 * 60)
+    with contextlib.closing(sqlite3.connect(workdir / "history.sqlite3")) as db, db:
+        db.executemany("INSERT INTO minutes (device, minute, happy, faces_sum, faces_n, fps_sum, fps_n, camera_down, "
+                       "stats_n) VALUES ('lobby-axes', ?, ?, ?, 100, ?, 1, ?, 1)",
+                       [(minute - 120, 3, 72, 14.8, 0), (minute - 60, 4, 75, 15.2, 1)])
+        db.execute("INSERT INTO devices VALUES ('lobby-axes', ?, ?, 'online')", (time.time(), time.time()))
+    with DashboardProcess(broker.port, workdir) as dash:
+        pages = {"/kiosk/lobby-axes": {"emotions", "faces", "fps"}, "/trend?group=lobby-": {"emotions", "faces"}}
+        for path, charts in pages.items():
+            browser.get(dash.url + path)
+            wait_until(lambda c=charts: charted(browser) == 7 and set(js(browser, "return Object.keys(window.edged."
+                                                                       "charts)")) == c, 15, f"the charts of {path}")
+            found = wait_until(lambda: (a := axes(browser)) and all(s["labels"] for c in a.values()
+                                                                  for s in c.values()) and a, 5,
+                               f"tick labels on every axis of {path}")
+            for name, scales in found.items():
+                for scale, axis in scales.items():
+                    if scale not in ("x", "camera"):
+                        assert axis["min"] == 0, (path, name, scale, axis)
+            if "fps" in charts:
+                assert set(found["fps"]) == {"x", "fps", "camera"}
+                assert found["fps"]["camera"]["labels"] == ["down", "up"]
 
 
 LONG = "kiosk-" + "0123456789abcdef" * 4  # an id with nowhere to break

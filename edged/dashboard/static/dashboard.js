@@ -162,11 +162,16 @@
     });
   }
 
-  // ---- charts (uPlot); the emotion chart is stacked: each series is drawn as the running sum, its legend shows its own count
-  function chart(id, series, data) {
+  // ---- charts (uPlot); the emotion chart is stacked: each series is drawn as the running sum, its legend shows its own count.
+  // Every scale a series is drawn on has its own labelled axis, and counts, faces and fps start at 0: autoscaled, a
+  // mean of 0.72-0.75 faces fills the whole height and looks like a swing.
+  function fromZero(u, min, max) { return [0, max > 0 ? max * 1.1 : 1]; }
+  const COUNTS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000];  // whole numbers only
+  function yAxis(scale, label, extra) { return { scale, label, size: 50, labelSize: 20, ...extra }; }
+  function chart(id, series, data, axes, scales) {
     const box = document.getElementById(id);
-    const options = { width: Math.max(300, box.clientWidth), height: 240, series: [{}, ...series], scales: { x: { time: true } },
-                      axes: [{}, { size: 50 }] };
+    const options = { width: Math.max(300, box.clientWidth), height: 240, series: [{}, ...series],
+                      scales: { x: { time: true }, ...scales }, axes: [{}, ...axes] };
     const plot = new uPlot(options, data, box);
     window.addEventListener("resize", () => plot.setSize({ width: Math.max(300, box.clientWidth), height: 240 }));
     return plot;
@@ -183,13 +188,32 @@
       value: (u, v, si, i) => (i === null || i === undefined ? "-" : String(state.emotionRaw[k][i] ?? 0)),
     }));
     state.emotionRaw = raw;
-    if (!state.charts.emotions) state.charts.emotions = chart("chart-emotions", series, stacked(history));
+    if (!state.charts.emotions) {
+      state.charts.emotions = chart("chart-emotions", series, stacked(history),
+                                    [yAxis("y", "faces per bucket", { incrs: COUNTS })], { y: { range: fromZero } });
+    }
     else state.charts.emotions.setData(stacked(history));
     state.emotionEvents = raw.flat().reduce((a, b) => a + b, 0);
   }
-  function lineChart(name, id, series, data) {
-    if (!state.charts[name]) state.charts[name] = chart(id, series, data);
+  function lineChart(name, id, series, data, axes, scales) {
+    if (!state.charts[name]) state.charts[name] = chart(id, series, data, axes, scales);
     else state.charts[name].setData(data);
+  }
+  function facesChart(history) {
+    lineChart("faces", "chart-faces", [{ label: "faces", stroke: "#1a73e8", width: 2, spanGaps: false }],
+              [history.t, history.faces], [yAxis("y", "faces in view")], { y: { range: fromZero } });
+  }
+  // fps on the left; the camera on its own axis on the right, down (0) to up (1): a bucket's share of stats saying up.
+  function fpsChart(history) {
+    const camera = { grid: { show: false }, side: 1, size: 56, splits: () => [0, 1],
+                     values: (u, splits) => splits.map((v) => (v === 1 ? "up" : v === 0 ? "down" : "")) };
+    lineChart("fps", "chart-fps",
+              [{ label: "fps", stroke: "#188038", width: 2, scale: "fps" },
+               { label: "camera up", stroke: "#d93025", width: 2, scale: "camera",
+                 value: (u, v) => (v === null || v === undefined ? "-" : Math.round(v * 100) + "% of the time") }],
+              [history.t, history.fps, history.camera_ok],
+              [yAxis("fps", "fps"), yAxis("camera", "camera", camera)],
+              { fps: { range: fromZero }, camera: { range: () => [-0.05, 1.05] } });
   }
   function markRange() {
     for (const a of document.querySelectorAll(".ranges a")) a.classList.toggle("chosen", a.dataset.range === range);
@@ -214,10 +238,8 @@
         fetch("/api/history?range=" + range + "&device=" + name).then((r) => r.json()),
       ]);
       emotionChart(history);
-      lineChart("faces", "chart-faces", [{ label: "faces", stroke: "#1a73e8", width: 2, spanGaps: false }], [history.t, history.faces]);
-      lineChart("fps", "chart-fps", [{ label: "fps", stroke: "#188038", width: 2, scale: "fps" },
-                                     { label: "camera up", stroke: "#d93025", width: 2, scale: "camera" }],
-                [history.t, history.fps, history.camera_ok]);
+      facesChart(history);
+      fpsChart(history);
       if (info) {
         const tbody = document.querySelector("#events tbody");
         tbody.replaceChildren();
@@ -261,7 +283,7 @@
     async function refresh() {
       const history = await fetch("/api/history?range=" + range + "&group=" + group).then((r) => r.json());
       emotionChart(history);
-      lineChart("faces", "chart-faces", [{ label: "faces", stroke: "#1a73e8", width: 2 }], [history.t, history.faces]);
+      facesChart(history);
     }
     const later = throttled(refresh, 5000);
     refresh();
