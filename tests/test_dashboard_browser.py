@@ -16,6 +16,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import quote
 
@@ -23,7 +24,7 @@ import pytest
 from media import ROOT, SAMPLE_CLIP, require_model
 from mosquitto import Subscriber, wait_until
 from prometheus_client.parser import text_string_to_metric_families
-from test_dashboard import XSS, DashboardProcess, get, publisher, row
+from test_dashboard import XSS, DashboardProcess, get, get_json, publisher, row
 from test_publisher import STATS, track
 
 from edged.dashboard.history import History
@@ -214,6 +215,31 @@ def test_every_chart_has_labelled_axes_for_each_scale_and_counts_start_at_zero(b
             if "fps" in charts:
                 assert set(found["fps"]) == {"x", "fps", "camera"}
                 assert found["fps"]["camera"]["labels"] == ["down", "up"]
+
+
+def test_times_are_the_browsers_local_time_everywhere_with_the_zone_shown(broker, browser, tmp_path):
+    tokyo = timezone(timedelta(hours=9))  # no summer time, and not UTC: a shown UTC time cannot pass
+    pub = publisher(broker.port, "lobby-time")
+    browser.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": "Asia/Tokyo"})
+    try:
+        with DashboardProcess(broker.port, tmp_path / "dashboard") as dash:
+            pub.event(TrackEvent("face_appeared", track(emotion="happy"), time.time()))
+            wait_until(lambda: row(dash, "lobby-time").get("seq", {}).get("events", {}).get("last") == 1, 10, "the event")
+            ts = get_json(dash.url + "/api/devices/lobby-time")["events"][0]["ts"]
+            browser.get(dash.url + "/kiosk/lobby-time")
+            shown = wait_until(lambda: js(browser, "const td = document.querySelector('#events tbody td'); "
+                                                   "return td && td.textContent"), 15, "the events table")
+            assert shown == datetime.fromisoformat(ts).astimezone(tokyo).strftime("%H:%M:%S")
+            assert browser.find_element("css selector", ".zone").text == "times in Asia/Tokyo (UTC+09:00)"
+            # The charts' time axis is in the same zone, and 24-hour as the events are.
+            ticks = wait_until(lambda: js(browser, "const a = window.edged.charts.emotions?.axes[0]; "
+                                                   "return a && a._values && [a._splits, a._values]"), 10, "the x axis")
+            assert ticks[1]
+            for at, label in zip(*ticks, strict=True):
+                assert label.split("\n")[0] == datetime.fromtimestamp(at, tokyo).strftime("%H:%M"), (at, label)
+    finally:
+        browser.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": ""})
+        pub.close()
 
 
 LONG = "kiosk-" + "0123456789abcdef" * 4  # an id with nowhere to break

@@ -26,6 +26,18 @@
     if (seconds < 5400) return (seconds / 60).toFixed(0) + " min ago";
     return (seconds / 3600).toFixed(1) + " h ago";
   }
+  // Times are this browser's local time everywhere (charts, events, ages), 24-hour, with the zone said once per page.
+  const ZONE = Intl.DateTimeFormat().resolvedOptions().timeZone || "local time";
+  function two(n) { return String(n).padStart(2, "0"); }
+  function clock(iso) {
+    const t = new Date(iso);
+    return isNaN(t) ? "-" : two(t.getHours()) + ":" + two(t.getMinutes()) + ":" + two(t.getSeconds());
+  }
+  function zoneNote() {
+    const minutes = -new Date().getTimezoneOffset();
+    const offset = (minutes < 0 ? "-" : "+") + two(Math.floor(Math.abs(minutes) / 60)) + ":" + two(Math.abs(minutes) % 60);
+    for (const span of document.querySelectorAll(".zone")) span.textContent = "times in " + ZONE + " (UTC" + offset + ")";
+  }
   function mix(shares) {
     return Object.entries(shares || {}).slice(0, 3).map(([e, s]) => e + " " + Math.round(s * 100) + "%").join(" ") || "-";
   }
@@ -171,6 +183,7 @@
   function chart(id, series, data, axes, scales) {
     const box = document.getElementById(id);
     const options = { width: Math.max(300, box.clientWidth), height: 240, series: [{}, ...series],
+                      fmtDate: (tpl) => uPlot.fmtDate(tpl.replace("{h}", "{HH}").replace("{aa}", "")),  // 24-hour, as the events
                       scales: { x: { time: true }, ...scales }, axes: [{}, ...axes] };
     const plot = new uPlot(options, data, box);
     window.addEventListener("resize", () => plot.setSize({ width: Math.max(300, box.clientWidth), height: 240 }));
@@ -216,6 +229,7 @@
               { fps: { range: fromZero }, camera: { range: () => [-0.05, 1.05] } });
   }
   function markRange() {
+    zoneNote();
     for (const a of document.querySelectorAll(".ranges a")) a.classList.toggle("chosen", a.dataset.range === range);
   }
   function throttled(fn, ms) {
@@ -246,7 +260,7 @@
         for (const e of info.events) {
           const tr = el("tr");
           const emotion = e.previous_emotion ? e.previous_emotion + " → " + e.emotion : e.emotion;
-          for (const text of [e.ts.slice(11, 19), e.type, e.track, emotion, e.seq]) tr.appendChild(el("td", null, text));
+          for (const text of [clock(e.ts), e.type, e.track, emotion, e.seq]) tr.appendChild(el("td", null, text));
           tbody.appendChild(tr);
         }
       }
