@@ -314,7 +314,8 @@ def test_history_buckets_prunes_after_the_retention_and_distrusts_device_clocks(
 
 
 def test_a_token_or_a_user_is_required_and_nothing_can_be_changed(broker, tmp_path):
-    with DashboardProcess(broker.port, tmp_path / "token", EDGED_DASHBOARD__TOKEN=TOKEN) as dash:
+    with DashboardProcess(broker.port, tmp_path / "token", EDGED_DASHBOARD__TOKEN=TOKEN,
+                          EDGED_DASHBOARD__COOKIE_DAYS="2") as dash:
         assert get(dash.url + "/api/fleet")[0] == 401
         assert get(dash.url + "/", {"Authorization": "Bearer wrong-token-wrong-token"})[0] == 401
         assert get(dash.url + "/metrics", {"Authorization": f"Bearer {TOKEN}"})[0] == 200
@@ -325,8 +326,13 @@ def test_a_token_or_a_user_is_required_and_nothing_can_be_changed(broker, tmp_pa
         assert redirect.value.code == 303 and redirect.value.headers["Location"] == "/kiosk/x?range=day"
         cookie, *flags = [part.strip() for part in redirect.value.headers["Set-Cookie"].split(";")]
         assert {"HttpOnly", "SameSite=strict", "Path=/"} <= set(flags) and "Secure" not in flags  # plain http here
+        # A lasting cookie (a session cookie is gone when the wall screen's browser restarts), renewed by each visit.
+        assert "Max-Age=172800" in flags
         assert TOKEN not in cookie and cookie.startswith("edged_dashboard_token=")  # an HMAC of it, not the token
-        assert get(dash.url + "/api/fleet", {"Cookie": cookie})[0] == 200
+        status, headers, _ = get(dash.url + "/api/fleet", {"Cookie": cookie})
+        assert status == 200 and headers["Set-Cookie"].split("; ")[0] == cookie
+        assert "Max-Age=172800" in headers["Set-Cookie"].split("; ")
+        assert "Set-Cookie" not in get(dash.url + "/api/fleet", {"Authorization": f"Bearer {TOKEN}"})[1]
         assert get(dash.url + "/api/fleet", {"Cookie": "edged_dashboard_token=nope"})[0] == 401
         assert get(dash.url + "/api/fleet", {"Cookie": f"edged_dashboard_token={TOKEN}"})[0] == 401  # the raw token
         assert get(dash.url + "/api/fleet", {"Authorization": f"Bearer {cookie.partition('=')[2]}"})[0] == 401
@@ -485,6 +491,12 @@ def test_configuration_errors_are_one_line_naming_the_variable_and_exit_78(env, 
     assert result.returncode == 78, result.stderr
     assert result.stderr == f"edged: configuration error: {message.format(**places)}\n"
     assert "short" not in result.stderr.replace("too short", "")  # secrets are never echoed
+
+
+def test_a_browser_stays_logged_in_for_30_days_unless_configured():
+    assert load_settings({}).dashboard.cookie_days == 30  # as docs/dashboard.md says
+    with pytest.raises(Exception, match="EDGED_DASHBOARD__COOKIE_DAYS"):
+        load_settings({"EDGED_DASHBOARD__COOKIE_DAYS": "401"})  # browsers cap a cookie at 400 days
 
 
 def test_listening_beyond_loopback_needs_auth_in_the_settings():
