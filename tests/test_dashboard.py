@@ -343,14 +343,27 @@ def test_a_token_or_a_user_is_required_and_nothing_can_be_changed(broker, tmp_pa
             flags = [part.strip() for part in redirect.value.headers["Set-Cookie"].split(";")]
             assert "Secure" in flags and flags[0] == cookie, proxy
         assert get(dash.url + "/api/fleet", {"Authorization": f"Bearer {TOKEN}"}, method="POST")[0] == 405
+        # Refused, a browser gets a page saying how to log in (nothing from the request in it), a program plain text.
+        status, headers, body = get(dash.url + "/kiosk/%3Cscript%3Ex%3C%2Fscript%3E?token=<b>wrong</b>",
+                                    {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"})
+        page = body.decode()
+        assert status == 401 and headers["Content-Type"].startswith("text/html")
+        assert "open /?token=&lt;the token&gt; once" in page and "Authorization: Bearer &lt;the token&gt;" in page
+        assert "<script>" not in page and "<b>" not in page and "wrong" not in page and "docs/" not in page
+        status, headers, body = get(dash.url + "/api/fleet")
+        assert status == 401 and headers["Content-Type"].startswith("text/plain")
+        assert body.decode() == ("unauthorised: log in with a browser: open /?token=<the token> once "
+                                 "(EDGED_DASHBOARD__TOKEN); a cookie keeps you logged in; or a program (Prometheus, "
+                                 "curl): the header Authorization: Bearer <the token>\n")
 
     user = {"EDGED_DASHBOARD__USERNAME": "ops", "EDGED_DASHBOARD__PASSWORD": "long-password"}
     with DashboardProcess(broker.port, tmp_path / "basic", EDGED_DASHBOARD__HOST="0.0.0.0", **user) as dash:
         def basic(user: str, password: str) -> dict[str, str]:
             return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 
-        status, headers, _ = get(dash.url + "/")
+        status, headers, body = get(dash.url + "/")
         assert status == 401 and headers["WWW-Authenticate"].startswith("Basic")
+        assert "EDGED_DASHBOARD__USERNAME and EDGED_DASHBOARD__PASSWORD" in body.decode() and "token" not in body.decode()
         assert get(dash.url + "/", basic("ops", "wrong-password"))[0] == 401
         assert get(dash.url + "/", basic("ops", "long-password"))[0] == 200
         assert get(dash.url + "/", {"Authorization": "Basic !!!"})[0] == 401
@@ -534,6 +547,25 @@ def test_a_second_dashboard_on_the_same_history_exits_69_naming_the_file_and_the
     # Stopped, it lets the next one in.
     with DashboardProcess(broker.port, tmp_path / "first") as again:
         assert get(again.url + "/api/fleet")[0] == 200
+
+
+def test_help_says_how_to_log_in_and_a_missing_extra_says_how_to_install_it():
+    clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("EDGED_")}
+    result = subprocess.run([sys.executable, "-m", "edged", "dashboard", "--help"], env=clean, cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    text = " ".join(result.stdout.split())
+    assert result.returncode == 0
+    for essential in ("/?token=<token> once", "Authorization: Bearer <token>", "EDGED_DASHBOARD__USERNAME",
+                      "HTTP basic auth", "127.0.0.1:8080"):
+        assert essential in text, essential
+    # Without the extra (uvicorn hidden from the import system): both ways of installing it, exit 78.
+    code = "import sys; sys.modules['uvicorn'] = None; from edged.cli import main; sys.exit(main(['dashboard']))"
+    result = subprocess.run([sys.executable, "-c", code], env=clean, cwd=ROOT, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 78, result.stderr
+    assert result.stderr == ("edged: configuration error: the dashboard needs uvicorn, which is not installed: install "
+                             "the dashboard extra: pip install 'edged[dashboard]' (in a clone: pip install "
+                             "'.[dashboard]')\n")
 
 
 def test_the_kiosk_daemon_never_imports_the_dashboard():

@@ -17,16 +17,42 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import html
 from http.cookies import SimpleCookie
 from urllib.parse import quote
 
 from starlette.datastructures import QueryParams
-from starlette.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edged.settings import DashboardSettings
 
 COOKIE = "edged_dashboard_token"
+
+
+# The 401 page for browsers: fixed text (nothing from the request in it), saying how to log in.
+_LOGIN_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="icon" href="data:,"><title>log in · edged dashboard</title></head>
+<body style="font: 16px/1.5 system-ui, sans-serif; max-width: 40em; margin: 2em auto; padding: 0 1em">
+<h1>edged dashboard: log in</h1>
+<p>This dashboard needs credentials. Log in with</p>
+<ul>{ways}</ul>
+<p>Ask whoever runs the dashboard for them (<code>edged dashboard --help</code> tells how they are set).</p>
+</body></html>
+"""
+
+
+def login_ways(token: bool, user: bool) -> list[str]:
+    """How a client logs in, in words, for what is configured."""
+    ways = []
+    if token:
+        ways += ["a browser: open /?token=<the token> once (EDGED_DASHBOARD__TOKEN); a cookie keeps you logged in",
+                 "a program (Prometheus, curl): the header Authorization: Bearer <the token>"]
+    if user:
+        ways += ["the user name and password (EDGED_DASHBOARD__USERNAME and EDGED_DASHBOARD__PASSWORD): the "
+                 "browser asks for them, a program sends HTTP basic auth"]
+    return ways
 
 
 def cookie_value(token: bytes) -> bytes:
@@ -63,6 +89,9 @@ class Guard:
         self.user = None
         if settings.username is not None and settings.password is not None:
             self.user = (settings.username.encode(), settings.password.get_secret_value().encode())
+        ways = login_ways(self.token is not None, self.user is not None)
+        self.how_text = "unauthorised: log in with " + "; or ".join(ways) + "\n"
+        self.how_html = _LOGIN_PAGE.format(ways="".join(f"<li>{html.escape(way)}</li>" for way in ways))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -72,7 +101,7 @@ class Guard:
         if response is not None:
             await response(scope, receive, send)
         elif self.cookie is not None and self._has_cookie(scope):
-            renewed = set_cookie(self.cookie, self.max_age, over_https(scope, _headers(scope)))
+            renewed = set_cookie(self.cookie, self.max_age, over_https(scope, headers_of(scope)))
 
             async def renewing(message: Message) -> None:  # the cookie's Max-Age starts again
                 if message["type"] == "http.response.start":
@@ -84,7 +113,7 @@ class Guard:
             await self.app(scope, receive, send)
 
     def _has_cookie(self, scope: Scope) -> bool:
-        cookies = SimpleCookie(_headers(scope).get("cookie", b"").decode("latin-1"))
+        cookies = SimpleCookie(headers_of(scope).get("cookie", b"").decode("latin-1"))
         return COOKIE in cookies and hmac.compare_digest(cookies[COOKIE].value.encode(), self.cookie)
 
     def _refusal(self, scope: Scope) -> Response | None:
@@ -92,7 +121,7 @@ class Guard:
             return PlainTextResponse("read-only: the dashboard sends nothing to kiosks\n", 405, {"Allow": "GET, HEAD"})
         if self.token is None and self.user is None:
             return None
-        headers = _headers(scope)
+        headers = headers_of(scope)
         scheme, _, credentials = headers.get("authorization", b"").decode("latin-1").partition(" ")
         if self.token is not None:
             if scheme.lower() == "bearer" and hmac.compare_digest(credentials.encode(), self.token):
@@ -116,8 +145,11 @@ class Guard:
             if hmac.compare_digest(user, self.user[0]) & hmac.compare_digest(password, self.user[1]):
                 return None
         challenge = 'Basic realm="edged dashboard", charset="UTF-8"' if self.user else 'Bearer realm="edged dashboard"'
-        return PlainTextResponse("unauthorised: see docs/dashboard.md, Security\n", 401, {"WWW-Authenticate": challenge})
+        headers = {"WWW-Authenticate": challenge, "Cache-Control": "no-store"}
+        if b"text/html" in headers_of(scope).get("accept", b""):  # a browser
+            return HTMLResponse(self.how_html, 401, headers)
+        return PlainTextResponse(self.how_text, 401, headers)
 
 
-def _headers(scope: Scope) -> dict[str, bytes]:
+def headers_of(scope: Scope) -> dict[str, bytes]:
     return {k.decode("latin-1").lower(): v for k, v in scope["headers"]}
