@@ -174,6 +174,7 @@ def test_the_api_shows_kiosks_their_health_and_history(broker, dashboard):
         assert len(history["t"]) == 60 and history["bucket_s"] == 60
         assert sum(history["emotions"]["happy"]) == 2 and sum(history["emotions"]["sad"]) == 2  # lobby-1 and lobby-2
         assert get(dashboard.url + "/api/history?range=year")[0] == 400
+        assert get(dashboard.url + "/favicon.ico")[0] == 204  # no icon, and no 404 in a browser's console
     finally:
         for pub in pubs:
             pub.close()

@@ -48,6 +48,7 @@ def browser():
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,860",
                      "--disable-gpu", "--force-device-scale-factor=1"):
         options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console, for failed requests
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(30)
     try:
@@ -239,6 +240,40 @@ def test_times_are_the_browsers_local_time_everywhere_with_the_zone_shown(broker
                 assert label.split("\n")[0] == datetime.fromtimestamp(at, tokyo).strftime("%H:%M"), (at, label)
     finally:
         browser.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": ""})
+        pub.close()
+
+
+def test_one_kiosk_one_face_one_bad_message_are_singular_ages_read_alike_and_nothing_fails_to_load(
+        broker, browser, tmp_path):
+    pub = publisher(broker.port, "lobby-one")
+    raw = Subscriber(broker.port, "unused")
+    try:
+        with DashboardProcess(broker.port, tmp_path / "dashboard") as dash:
+            pub.state([track()], time.time())
+            pub.stats(STATS)
+            raw.publish("edged/lobby-one/state/extra", "{}")
+            wait_until(lambda: row(dash, "lobby-one").get("malformed") == 1 and row(dash, "lobby-one")["faces"] == 1,
+                       10, "the kiosk's face and bad message")
+            browser.get_log("browser")  # what earlier tests left in the console
+            browser.get(dash.url + "/")
+            wait_until(lambda: browser.find_element("id", "fleet-summary").text
+                       == "1 kiosk, 1 online, 1 face in view, 1 bad message", 15, "the fleet summary in the singular")
+            # One formatter for ages: the alerts' text (the fleet model's "N s ago") reads as the rows' ages do.
+            assert js(browser, "return window.edged.format.ago(109)") == "2 min ago"
+            assert js(browser, "return window.edged.format.said('offline last seen 109 s ago')") == \
+                "offline last seen 2 min ago"
+            assert js(browser, "return window.edged.format.said('online, but nothing new for 7200 s')") == \
+                "online, but nothing new for 2.0 h"
+            assert js(browser, "return window.edged.format.said('camera lost (3 reconnects so far)')") == \
+                "camera lost (3 reconnects so far)"
+            for path in ("/kiosk/lobby-one", "/trend", "/api/fleet", "/metrics"):
+                browser.get(dash.url + path)
+                time.sleep(0.5)
+            # No request failed on any page: no 404 for /favicon.ico, nothing else either.
+            failed = [entry["message"] for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+            assert failed == []
+    finally:
+        raw.close()
         pub.close()
 
 

@@ -11,6 +11,7 @@
   const range = new URLSearchParams(location.search).get("range") === "day" ? "day" : "hour";
   // What tests and the benchmark read: the latest update, the charts, the table rows.
   const state = (window.edged = { updates: 0, lastUpdate: null, charts: {}, rows: new Map(), renderMs: [] });
+  state.format = { ago: (s) => ago(s), said: (d) => said(d), plural: (n, one, many) => plural(n, one, many) };
 
   function el(tag, cls, text) {
     const node = document.createElement(tag);
@@ -19,12 +20,19 @@
     return node;
   }
   function num(value, digits) { return value === null || value === undefined ? "-" : Number(value).toFixed(digits); }
-  function ago(seconds) {
-    if (seconds === null || seconds === undefined) return "-";
+  function plural(n, one, many) { return n + " " + (n === 1 ? one : many); }
+  // One way to say an age on every page: the rows, the facts, and the alerts (whose text the fleet model writes
+  // in seconds, as `edged watch` shows it: said() rewrites its "N s ago" and "for N s" here).
+  function duration(seconds) {
     seconds = Math.max(0, seconds);
-    if (seconds < 90) return seconds.toFixed(0) + " s ago";
-    if (seconds < 5400) return (seconds / 60).toFixed(0) + " min ago";
-    return (seconds / 3600).toFixed(1) + " h ago";
+    if (seconds < 90) return seconds.toFixed(0) + " s";
+    if (seconds < 5400) return (seconds / 60).toFixed(0) + " min";
+    return (seconds / 3600).toFixed(1) + " h";
+  }
+  function ago(seconds) { return seconds === null || seconds === undefined ? "-" : duration(seconds) + " ago"; }
+  function said(detail) {
+    return String(detail).replace(/\b(\d+) s ago\b/g, (m, n) => ago(Number(n)))
+      .replace(/\bfor (\d+) s\b/g, (m, n) => "for " + duration(Number(n)));
   }
   // Times are this browser's local time everywhere (charts, events, ages), 24-hour, with the zone said once per page.
   const ZONE = Intl.DateTimeFormat().resolvedOptions().timeZone || "local time";
@@ -61,8 +69,8 @@
       serverSkew = update.now - Date.now() / 1000;
       show("banner-broker", update.broker.connected ? "" : "the dashboard has no connection to the MQTT broker: " + update.broker.detail);
       const summary = document.getElementById("fleet-summary");
-      summary.textContent = update.fleet.devices + " kiosks, " + update.fleet.online + " online, " + update.fleet.faces + " faces in view" +
-        (update.rejected ? ", " + update.rejected + " bad messages" : "");
+      summary.textContent = plural(update.fleet.devices, "kiosk", "kiosks") + ", " + update.fleet.online + " online, " +
+        plural(update.fleet.faces, "face", "faces") + " in view" + (update.rejected ? ", " + plural(update.rejected, "bad message", "bad messages") : "");
       const started = performance.now();
       onUpdate(update);
       state.renderMs.push(performance.now() - started);
@@ -71,7 +79,7 @@
       state.lastUpdate = update;
     };
     // A stream that went quiet (a proxy holding it, a suspended laptop) is a lost one too: updates come every second or less.
-    setInterval(() => { if (heard && Date.now() - heard > 10000) show("banner-page", "no update from the dashboard for " + ((Date.now() - heard) / 1000).toFixed(0) + " s: retrying"); }, 2000);
+    setInterval(() => { if (heard && Date.now() - heard > 10000) show("banner-page", "no update from the dashboard for " + duration((Date.now() - heard) / 1000) + ": retrying"); }, 2000);
   }
   function serverNow() { return Date.now() / 1000 + serverSkew; }
 
@@ -166,7 +174,7 @@
         const li = el("li");
         li.appendChild(el("span", "kind", alert.kind));
         li.appendChild(el("span", "who", alert.device + ": "));
-        li.appendChild(el("span", "detail", alert.detail));
+        li.appendChild(el("span", "detail", said(alert.detail)));
         list.appendChild(li);
       }
       if (update.alerts.length > 200) list.appendChild(el("li", "hint", "and " + (update.alerts.length - 200) + " more"));
@@ -278,7 +286,7 @@
                      ["camera", row.camera_ok === null ? "-" : row.camera_ok ? "ok" : "lost"], ["outbox", row.outbox_depth ?? "-"],
                      ["events lost", row.seq.events.lost], ["seq resets", row.seq.events.resets],
                      ["bad messages", row.malformed ? row.malformed + " (latest: " + row.last_malformed + ")" : 0],
-                     ["alerts", row.alerts.map((a) => a.detail).join("; ") || "none"]];
+                     ["alerts", row.alerts.map((a) => said(a.detail)).join("; ") || "none"]];
       for (const [label, value] of items) {
         const div = el("div");
         div.appendChild(el("dt", null, label));
