@@ -569,6 +569,15 @@ def test_help_says_how_to_log_in_and_a_missing_extra_says_how_to_install_it():
                              "'.[dashboard]')\n")
 
 
+def test_a_host_that_does_not_resolve_exits_69_naming_the_variable(tmp_path):
+    # 69, not 78: a name that does not resolve at boot may once DNS is up, and systemd restarts on 69.
+    result = _dashboard_cli({"EDGED_MQTT__PORT": "1", "EDGED_DASHBOARD__HOST": "no-such-host.invalid",
+                             "EDGED_DASHBOARD__TOKEN": TOKEN, "EDGED_STATE_DIR": str(tmp_path)})
+    assert result.returncode == 69, result.stderr
+    assert re.fullmatch(r"edged: EDGED_DASHBOARD__HOST=no-such-host\.invalid does not resolve \(.+\): cannot listen "
+                        r"on it; give an address, or a name that resolves here\n", result.stderr), result.stderr
+
+
 def test_the_kiosk_daemon_never_imports_the_dashboard():
     code = ("import sys, edged.cli, edged.pipeline, edged.publisher, edged.watch; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('starlette', 'uvicorn', 'prometheus_client') "

@@ -67,7 +67,7 @@ class History:
         reason = why_unwritable(path) if isinstance(path, Path) else None
         if reason is not None:
             raise ConfigError(f"{where}: {reason}")
-        self._lock_file = self._own(path, where) if isinstance(path, Path) else None
+        self._lock_file = self._own(Path(path), where) if str(path) != ":memory:" else None
         try:
             self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
             self._db.executescript("PRAGMA journal_mode=WAL;" + _SCHEMA)
