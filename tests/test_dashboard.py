@@ -596,3 +596,48 @@ def test_docs_list_every_dashboard_variable_and_metric():
 
     for name in re.findall(r"edged_(?:device|dashboard)_\w+", metrics.__doc__):
         assert name in docs, name
+
+
+def _doc_row(docs: str, endpoint: str) -> str:
+    found = re.search(rf"^\| `GET {re.escape(endpoint)}(?:\\\||[^|])*\| (.+) \|$", docs, re.M)  # \| is in a cell
+    assert found, f"docs/dashboard.md lost its row for {endpoint}"
+    return found.group(1)
+
+
+def test_docs_list_every_api_key_metric_and_alert_kind(broker, dashboard):
+    """docs/dashboard.md's JSON API table names every key the endpoints return, its metrics section every metric
+    the dashboard serves and every alert kind the fleet model raises (checked against a real dashboard)."""
+    docs = (ROOT / "docs" / "dashboard.md").read_text()
+    pub = publisher(broker.port, "lobby-docs")
+    try:
+        pub.event(TrackEvent("face_appeared", track(emotion="happy"), time.time()))
+        pub.state([track()], time.time())
+        pub.stats(STATS)
+        wait_until(lambda: row(dashboard, "lobby-docs").get("seq", {}).get("events", {}).get("last") == 1
+                   and row(dashboard, "lobby-docs").get("fps"), 10, "the kiosk")
+        fleet = get_json(dashboard.url + "/api/fleet")
+        device = get_json(dashboard.url + "/api/devices/lobby-docs")
+        history = get_json(dashboard.url + "/api/history?device=lobby-docs")
+        with urllib.request.urlopen(dashboard.url + "/api/live", timeout=10) as stream:
+            lines = (line for line in stream if line.startswith(b"data: "))
+            next(lines)  # the whole fleet, as /api/fleet
+            live = json.loads(next(lines)[6:])
+        metrics = {f.name for f in text_string_to_metric_families(get(dashboard.url + "/metrics")[2].decode())}
+    finally:
+        pub.close()
+    documented = {endpoint: set(re.findall(r'"(\w+)"', _doc_row(docs, endpoint)))
+                  for endpoint in ("/api/fleet", "/api/devices/", "/api/history", "/api/live")}
+    assert set(fleet) | set(fleet["broker"]) | set(fleet["fleet"]) | set(fleet["alerts"][0] if fleet["alerts"] else {}) \
+        <= documented["/api/fleet"], documented["/api/fleet"]
+    row_words = set(re.findall(r"`(\w+)`", _doc_row(docs, "/api/fleet")))
+    device_row = fleet["devices"]["lobby-docs"]
+    assert set(device_row) | set(device_row["seq"]["events"]) <= row_words | documented["/api/fleet"], row_words
+    assert set(device) <= documented["/api/devices/"]
+    assert set(history) <= documented["/api/history"]
+    assert set(live) | set(live["fleet"]) <= documented["/api/live"] | documented["/api/fleet"]
+    # Metrics: prometheus_client drops the _total of a counter's family name; the docs give the sample name.
+    for family in metrics:
+        assert re.search(rf"`{family}(_total)?`", docs), family
+    section = docs[docs.index("## Prometheus metrics"):docs.index("## Configuration")]
+    kinds = set(re.findall(r'Alert\([^,]+, "(\w+)"', (ROOT / "edged" / "fleet.py").read_text()))
+    assert "no_devices" in kinds and all(f"`{kind}`" in section for kind in kinds), kinds
