@@ -44,7 +44,8 @@
   function zoneNote() {
     const minutes = -new Date().getTimezoneOffset();
     const offset = (minutes < 0 ? "-" : "+") + two(Math.floor(Math.abs(minutes) / 60)) + ":" + two(Math.abs(minutes) % 60);
-    for (const span of document.querySelectorAll(".zone")) span.textContent = "times in " + ZONE + " (UTC" + offset + ")";
+    const said = ZONE === "UTC" || ZONE === "Etc/UTC" ? "times in UTC" : "times in " + ZONE + " (UTC" + offset + ")";
+    for (const span of document.querySelectorAll(".zone")) span.textContent = said;
   }
   function mix(shares) {
     return Object.entries(shares || {}).slice(0, 3).map(([e, s]) => e + " " + Math.round(s * 100) + "%").join(" ") || "-";
