@@ -3,11 +3,11 @@ serve the dashboard.
 
 Exit status: 0 ok; 1 a check failed, an image could not be read, or `watch --once` saw alerts; 2 bad command line;
 69 the camera, broker or the outbox's disk is unavailable, another edged holds the outbox, or the dashboard cannot
-listen on its address; 78 configuration (a bad EDGED_* variable, a dashboard listening beyond loopback without auth,
-a device id, topic prefix, client id or host the broker would not take, the model, the Haar cascade, a video file
-that is missing or unreadable, a state directory or outbox that cannot be written, TLS files that are not PEM, any
-configured file this user may not read, picamera2 or the dashboard extra not installed), from `run` and, for a
-failed item, from `check`.
+listen on its address or another dashboard holds its history; 78 configuration (a bad EDGED_* variable, a dashboard
+listening beyond loopback without auth, a device id, topic prefix, client id or host the broker would not take, the
+model, the Haar cascade, a video file that is missing or unreadable, a state directory or outbox that cannot be
+written, TLS files that are not PEM, any configured file this user may not read, picamera2 or the dashboard extra
+not installed), from `run` and, for a failed item, from `check`.
 """
 
 from __future__ import annotations
@@ -64,6 +64,27 @@ exit status: 0 ok, 1 a check or an image failed or `watch --once` saw alerts, 2 
   variable, a device id, topic prefix, client id or host the broker would not take, model, Haar cascade, video file,
   state directory, TLS files, a file edged may not read, picamera2 missing; `check` too): systemd does not restart
   the service on 78."""
+
+
+DASHBOARD_EXTRA = "the dashboard extra: pip install 'edged[dashboard]' (in a clone: pip install '.[dashboard]')"
+
+DASHBOARD_HELP = """\
+Subscribe to <prefix>/+/# on the configured broker (EDGED_MQTT__*, EDGED_MQTT_PASSWORD) and serve the fleet in a
+browser: an overview, a page per kiosk, the fleet's trend, a JSON API (/api/fleet, /api/devices/<id>,
+/api/history, /api/live) and Prometheus /metrics, with per-minute history in SQLite (EDGED_DASHBOARD__DATABASE,
+default dashboard.sqlite3 in EDGED_STATE_DIR; one dashboard per file). Read-only: it sends nothing to kiosks.
+
+listening: EDGED_DASHBOARD__HOST:EDGED_DASHBOARD__PORT (127.0.0.1:8080). Any other address needs a token or a user:
+  EDGED_DASHBOARD__TOKEN=<16+ characters>   a browser opens http://<host>:<port>/?token=<token> once (a cookie keeps
+                                            it logged in EDGED_DASHBOARD__COOKIE_DAYS, 30, after its last visit);
+                                            programs send the header Authorization: Bearer <token>
+  EDGED_DASHBOARD__USERNAME, __PASSWORD     HTTP basic auth: the browser's own login prompt
+  Both may come from systemd credentials: $CREDENTIALS_DIRECTORY/dashboard_token, dashboard_password.
+  The dashboard speaks plain HTTP: put a TLS reverse proxy in front of it beyond this machine.
+
+`edged config` lists every EDGED_DASHBOARD__* variable; docs/dashboard.md in the source has the details.
+
+example: EDGED_MQTT__HOST=broker.local edged dashboard   then open http://127.0.0.1:8080/"""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,12 +187,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--stale", type=float, default=60.0, metavar="SECONDS",
                    help="alert when an online device sent nothing newer for SECONDS (default 60)")
     p.add_argument("--interval", type=float, default=0.5, metavar="SECONDS", help="redraw every SECONDS (default 0.5)")
-    add("dashboard", _dashboard, "serve the fleet dashboard (web pages, JSON API, /metrics); pip install '.[dashboard]'",
-        "Subscribe to <prefix>/+/# on the configured broker (EDGED_MQTT__*) and serve the fleet in a browser: an "
-        "overview, a page per kiosk, the fleet's trend, a JSON API and Prometheus /metrics, with per-minute history "
-        "in SQLite. Listens on EDGED_DASHBOARD__HOST:EDGED_DASHBOARD__PORT (127.0.0.1:8080); any other address needs "
-        "EDGED_DASHBOARD__TOKEN or EDGED_DASHBOARD__USERNAME and __PASSWORD. See docs/dashboard.md.\n\n"
-        "example: EDGED_MQTT__HOST=broker.local edged dashboard   then open http://127.0.0.1:8080/")
+    add("dashboard", _dashboard, f"serve the fleet dashboard (web pages, JSON API, /metrics); needs {DASHBOARD_EXTRA}",
+        DASHBOARD_HELP)
     return parser
 
 
@@ -377,7 +394,7 @@ def _dashboard(args: argparse.Namespace) -> int:
     try:
         from edged.dashboard.server import serve
     except ModuleNotFoundError as exc:
-        raise ConfigError(f"the dashboard needs {exc.name}, which is not installed: pip install '.[dashboard]'") from None
+        raise ConfigError(f"the dashboard needs {exc.name}, which is not installed: install {DASHBOARD_EXTRA}") from None
     # uvicorn handles SIGTERM and SIGINT while it serves, then re-raises the signal: ours then only sets an event,
     # so the history's last seconds are written before the process exits (0, like `run`).
     _stop_on_signals()

@@ -8,6 +8,7 @@ EdgedError
  +-- BrokerError        the MQTT broker refused us or cannot be reached (bad credentials, TLS failure)
  +-- OutboxError        the event spool in EDGED_STATE_DIR cannot be written (disk full, I/O error)
  +-- ListenError        `edged dashboard` cannot listen on its address (in use, not permitted) or open its history
+                        (the disk refuses, another dashboard holds it)
 
 A state directory that cannot be a directory at all (a file in the way, no permission) is a ConfigError, and so is
 any configured file this process cannot read (edged.paths: missing, a directory, permission denied, hidden by the

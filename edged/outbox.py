@@ -16,7 +16,6 @@ is persisted in blocks of SEQ_BLOCK, so it never goes back but may jump ahead af
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import sqlite3
@@ -28,6 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from edged import lockfile
 from edged.errors import ConfigError, OutboxError
 
 logger = logging.getLogger(__name__)
@@ -343,16 +343,10 @@ def probe(state_dir: Path, size: int = 65536) -> None:
     """What `Outbox.open` would meet, without touching the spool (for `edged check`, which may run as root):
     OutboxError when another edged holds the lock or the disk refuses a write of `size` bytes (removed again)."""
     where = f"EDGED_STATE_DIR={state_dir}"
-    lock_path = state_dir / LOCK_NAME
-    if lock_path.exists():
-        fd = os.open(lock_path, os.O_RDONLY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # conflicts with a running daemon's exclusive lock
-        except OSError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            raise OutboxError(in_use_message(holder, where)) from None
-        finally:
-            os.close(fd)
+    try:
+        lockfile.check(state_dir / LOCK_NAME)
+    except lockfile.InUse as exc:
+        raise OutboxError(in_use_message(exc.holder, where)) from None
     try:
         fd, name = tempfile.mkstemp(prefix=".edged-check-", dir=state_dir)
     except OSError as exc:
@@ -371,22 +365,12 @@ def _lock(state_dir: Path, where: str) -> int:
     """An exclusive lock on `<state_dir>/outbox.lock` (a file descriptor), held until closed or the process dies.
 
     Two daemons on one spool would each hand out the same `seq` for different events, and subscribers, who
-    dedupe on (device, seq), would drop real ones. The second one stops instead (exit 69, and systemd retries:
-    the first may be a previous instance still shutting down).
+    dedupe on (device, seq), would drop real ones. The second one stops instead (exit 69, edged.lockfile).
     """
-    fd = os.open(state_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-        os.close(fd)
-        raise OutboxError(in_use_message(holder, where)) from None
-    try:  # the pid only makes the message above helpful; a full disk is reported by SQLite, naming the file
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    except OSError:
-        pass
-    return fd
+        return lockfile.acquire(state_dir / LOCK_NAME)
+    except lockfile.InUse as exc:
+        raise OutboxError(in_use_message(exc.holder, where)) from None
 
 
 def _move_aside(path: Path) -> Path:

@@ -289,6 +289,9 @@ class DashboardSettings(_Section):
         None, min_length=16, description="Access token (16 characters or more, printable ASCII): `Authorization: "
         "Bearer <token>`, or open /?token=<token> once in a browser (it sets a cookie); also read from the file "
         "dashboard_token in $CREDENTIALS_DIRECTORY (systemd)")
+    cookie_days: float = Field(30, gt=0, le=400, description="A browser logged in with /?token= stays logged in "
+                               "this many days after its last visit (the cookie's Max-Age, renewed on every request; "
+                               "browsers keep a cookie 400 days at most)")
     username: str | None = Field(None, min_length=1, description="HTTP basic auth user name (no ':'); needs password")
     password: SecretStr | None = Field(None, min_length=8, description="HTTP basic auth password (8 characters or "
                                        "more); also read from the file dashboard_password in $CREDENTIALS_DIRECTORY")

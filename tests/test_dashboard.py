@@ -178,6 +178,7 @@ def test_the_api_shows_kiosks_their_health_and_history(broker, dashboard):
         assert len(history["t"]) == 60 and history["bucket_s"] == 60
         assert sum(history["emotions"]["happy"]) == 2 and sum(history["emotions"]["sad"]) == 2  # lobby-1 and lobby-2
         assert get(dashboard.url + "/api/history?range=year")[0] == 400
+        assert get(dashboard.url + "/favicon.ico")[0] == 204  # no icon, and no 404 in a browser's console
     finally:
         for pub in pubs:
             pub.close()
@@ -379,7 +380,8 @@ def test_memory_stays_bounded_however_long_the_traffic_goes_on():
 
 
 def test_a_token_or_a_user_is_required_and_nothing_can_be_changed(broker, tmp_path):
-    with DashboardProcess(broker.port, tmp_path / "token", EDGED_DASHBOARD__TOKEN=TOKEN) as dash:
+    with DashboardProcess(broker.port, tmp_path / "token", EDGED_DASHBOARD__TOKEN=TOKEN,
+                          EDGED_DASHBOARD__COOKIE_DAYS="2") as dash:
         assert get(dash.url + "/api/fleet")[0] == 401
         assert get(dash.url + "/", {"Authorization": "Bearer wrong-token-wrong-token"})[0] == 401
         assert get(dash.url + "/metrics", {"Authorization": f"Bearer {TOKEN}"})[0] == 200
@@ -390,8 +392,13 @@ def test_a_token_or_a_user_is_required_and_nothing_can_be_changed(broker, tmp_pa
         assert redirect.value.code == 303 and redirect.value.headers["Location"] == "/kiosk/x?range=day"
         cookie, *flags = [part.strip() for part in redirect.value.headers["Set-Cookie"].split(";")]
         assert {"HttpOnly", "SameSite=strict", "Path=/"} <= set(flags) and "Secure" not in flags  # plain http here
+        # A lasting cookie (a session cookie is gone when the wall screen's browser restarts), renewed by each visit.
+        assert "Max-Age=172800" in flags
         assert TOKEN not in cookie and cookie.startswith("edged_dashboard_token=")  # an HMAC of it, not the token
-        assert get(dash.url + "/api/fleet", {"Cookie": cookie})[0] == 200
+        status, headers, _ = get(dash.url + "/api/fleet", {"Cookie": cookie})
+        assert status == 200 and headers["Set-Cookie"].split("; ")[0] == cookie
+        assert "Max-Age=172800" in headers["Set-Cookie"].split("; ")
+        assert "Set-Cookie" not in get(dash.url + "/api/fleet", {"Authorization": f"Bearer {TOKEN}"})[1]
         assert get(dash.url + "/api/fleet", {"Cookie": "edged_dashboard_token=nope"})[0] == 401
         assert get(dash.url + "/api/fleet", {"Cookie": f"edged_dashboard_token={TOKEN}"})[0] == 401  # the raw token
         assert get(dash.url + "/api/fleet", {"Authorization": f"Bearer {cookie.partition('=')[2]}"})[0] == 401
@@ -402,14 +409,27 @@ def test_a_token_or_a_user_is_required_and_nothing_can_be_changed(broker, tmp_pa
             flags = [part.strip() for part in redirect.value.headers["Set-Cookie"].split(";")]
             assert "Secure" in flags and flags[0] == cookie, proxy
         assert get(dash.url + "/api/fleet", {"Authorization": f"Bearer {TOKEN}"}, method="POST")[0] == 405
+        # Refused, a browser gets a page saying how to log in (nothing from the request in it), a program plain text.
+        status, headers, body = get(dash.url + "/kiosk/%3Cscript%3Ex%3C%2Fscript%3E?token=<b>wrong</b>",
+                                    {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"})
+        page = body.decode()
+        assert status == 401 and headers["Content-Type"].startswith("text/html")
+        assert "open /?token=&lt;the token&gt; once" in page and "Authorization: Bearer &lt;the token&gt;" in page
+        assert "<script>" not in page and "<b>" not in page and "wrong" not in page and "docs/" not in page
+        status, headers, body = get(dash.url + "/api/fleet")
+        assert status == 401 and headers["Content-Type"].startswith("text/plain")
+        assert body.decode() == ("unauthorised: log in with a browser: open /?token=<the token> once "
+                                 "(EDGED_DASHBOARD__TOKEN); a cookie keeps you logged in; or a program (Prometheus, "
+                                 "curl): the header Authorization: Bearer <the token>\n")
 
     user = {"EDGED_DASHBOARD__USERNAME": "ops", "EDGED_DASHBOARD__PASSWORD": "long-password"}
     with DashboardProcess(broker.port, tmp_path / "basic", EDGED_DASHBOARD__HOST="0.0.0.0", **user) as dash:
         def basic(user: str, password: str) -> dict[str, str]:
             return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 
-        status, headers, _ = get(dash.url + "/")
+        status, headers, body = get(dash.url + "/")
         assert status == 401 and headers["WWW-Authenticate"].startswith("Basic")
+        assert "EDGED_DASHBOARD__USERNAME and EDGED_DASHBOARD__PASSWORD" in body.decode() and "token" not in body.decode()
         assert get(dash.url + "/", basic("ops", "wrong-password"))[0] == 401
         assert get(dash.url + "/", basic("ops", "long-password"))[0] == 200
         assert get(dash.url + "/", {"Authorization": "Basic !!!"})[0] == 401
@@ -552,6 +572,12 @@ def test_configuration_errors_are_one_line_naming_the_variable_and_exit_78(env, 
     assert "short" not in result.stderr.replace("too short", "")  # secrets are never echoed
 
 
+def test_a_browser_stays_logged_in_for_30_days_unless_configured():
+    assert load_settings({}).dashboard.cookie_days == 30  # as docs/dashboard.md says
+    with pytest.raises(Exception, match="EDGED_DASHBOARD__COOKIE_DAYS"):
+        load_settings({"EDGED_DASHBOARD__COOKIE_DAYS": "401"})  # browsers cap a cookie at 400 days
+
+
 def test_listening_beyond_loopback_needs_auth_in_the_settings():
     with pytest.raises(Exception, match=r"EDGED_DASHBOARD__HOST=0\.0\.0\.0 listens beyond this machine"):
         load_settings({"EDGED_DASHBOARD__HOST": "0.0.0.0"})
@@ -564,6 +590,57 @@ def test_a_port_in_use_exits_69_naming_it(broker, tmp_path):
         result = _dashboard_cli({"EDGED_DASHBOARD__PORT": str(first.port), "EDGED_STATE_DIR": str(tmp_path)})
     assert result.returncode == 69, result.stderr
     assert f"cannot listen on 127.0.0.1:{first.port}" in result.stderr and "EDGED_DASHBOARD__PORT" in result.stderr
+
+
+def test_a_second_dashboard_on_the_same_history_exits_69_naming_the_file_and_the_first(broker, tmp_path):
+    # Minutes are added to, never overwritten: two dashboards on one file would count every message twice.
+    with DashboardProcess(broker.port, tmp_path / "first") as first:
+        database = first.env["EDGED_DASHBOARD__DATABASE"]
+        result = _dashboard_cli({"EDGED_MQTT__PORT": str(broker.port), "EDGED_DASHBOARD__PORT": str(free_port()),
+                                 "EDGED_DASHBOARD__DATABASE": database})
+        assert result.returncode == 69, result.stderr
+        assert result.stderr == (f"edged: another edged dashboard (pid {first.process.pid}) is using the history "
+                                 f"{database} (EDGED_DASHBOARD__DATABASE={database}): stop it, or give this one its "
+                                 "own EDGED_DASHBOARD__DATABASE\n")
+        # The default file in EDGED_STATE_DIR is guarded the same way, naming that variable.
+        state = {"EDGED_MQTT__PORT": str(broker.port), "EDGED_STATE_DIR": str(tmp_path / "state")}
+        with DashboardProcess(broker.port, tmp_path / "default", EDGED_DASHBOARD__DATABASE="", **state) as other:
+            result = _dashboard_cli({**state, "EDGED_DASHBOARD__PORT": str(free_port())})
+            assert result.returncode == 69, result.stderr
+            assert f"another edged dashboard (pid {other.process.pid}) is using the history " \
+                   f"{tmp_path / 'state' / 'dashboard.sqlite3'} (EDGED_STATE_DIR=" in result.stderr
+        assert get(first.url + "/api/fleet")[0] == 200  # the first one goes on
+    # Stopped, it lets the next one in.
+    with DashboardProcess(broker.port, tmp_path / "first") as again:
+        assert get(again.url + "/api/fleet")[0] == 200
+
+
+def test_help_says_how_to_log_in_and_a_missing_extra_says_how_to_install_it():
+    clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("EDGED_")}
+    result = subprocess.run([sys.executable, "-m", "edged", "dashboard", "--help"], env=clean, cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    text = " ".join(result.stdout.split())
+    assert result.returncode == 0
+    for essential in ("/?token=<token> once", "Authorization: Bearer <token>", "EDGED_DASHBOARD__USERNAME",
+                      "HTTP basic auth", "127.0.0.1:8080"):
+        assert essential in text, essential
+    # Without the extra (uvicorn hidden from the import system): both ways of installing it, exit 78.
+    code = "import sys; sys.modules['uvicorn'] = None; from edged.cli import main; sys.exit(main(['dashboard']))"
+    result = subprocess.run([sys.executable, "-c", code], env=clean, cwd=ROOT, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 78, result.stderr
+    assert result.stderr == ("edged: configuration error: the dashboard needs uvicorn, which is not installed: install "
+                             "the dashboard extra: pip install 'edged[dashboard]' (in a clone: pip install "
+                             "'.[dashboard]')\n")
+
+
+def test_a_host_that_does_not_resolve_exits_69_naming_the_variable(tmp_path):
+    # 69, not 78: a name that does not resolve at boot may once DNS is up, and systemd restarts on 69.
+    result = _dashboard_cli({"EDGED_MQTT__PORT": "1", "EDGED_DASHBOARD__HOST": "no-such-host.invalid",
+                             "EDGED_DASHBOARD__TOKEN": TOKEN, "EDGED_STATE_DIR": str(tmp_path)})
+    assert result.returncode == 69, result.stderr
+    assert re.fullmatch(r"edged: EDGED_DASHBOARD__HOST=no-such-host\.invalid does not resolve \(.+\): cannot listen "
+                        r"on it; give an address, or a name that resolves here\n", result.stderr), result.stderr
 
 
 def test_the_kiosk_daemon_never_imports_the_dashboard():
@@ -584,3 +661,48 @@ def test_docs_list_every_dashboard_variable_and_metric():
 
     for name in re.findall(r"edged_(?:device|dashboard)_\w+", metrics.__doc__):
         assert name in docs, name
+
+
+def _doc_row(docs: str, endpoint: str) -> str:
+    found = re.search(rf"^\| `GET {re.escape(endpoint)}(?:\\\||[^|])*\| (.+) \|$", docs, re.M)  # \| is in a cell
+    assert found, f"docs/dashboard.md lost its row for {endpoint}"
+    return found.group(1)
+
+
+def test_docs_list_every_api_key_metric_and_alert_kind(broker, dashboard):
+    """docs/dashboard.md's JSON API table names every key the endpoints return, its metrics section every metric
+    the dashboard serves and every alert kind the fleet model raises (checked against a real dashboard)."""
+    docs = (ROOT / "docs" / "dashboard.md").read_text()
+    pub = publisher(broker.port, "lobby-docs")
+    try:
+        pub.event(TrackEvent("face_appeared", track(emotion="happy"), time.time()))
+        pub.state([track()], time.time())
+        pub.stats(STATS)
+        wait_until(lambda: row(dashboard, "lobby-docs").get("seq", {}).get("events", {}).get("last") == 1
+                   and row(dashboard, "lobby-docs").get("fps"), 10, "the kiosk")
+        fleet = get_json(dashboard.url + "/api/fleet")
+        device = get_json(dashboard.url + "/api/devices/lobby-docs")
+        history = get_json(dashboard.url + "/api/history?device=lobby-docs")
+        with urllib.request.urlopen(dashboard.url + "/api/live", timeout=10) as stream:
+            lines = (line for line in stream if line.startswith(b"data: "))
+            next(lines)  # the whole fleet, as /api/fleet
+            live = json.loads(next(lines)[6:])
+        metrics = {f.name for f in text_string_to_metric_families(get(dashboard.url + "/metrics")[2].decode())}
+    finally:
+        pub.close()
+    documented = {endpoint: set(re.findall(r'"(\w+)"', _doc_row(docs, endpoint)))
+                  for endpoint in ("/api/fleet", "/api/devices/", "/api/history", "/api/live")}
+    assert set(fleet) | set(fleet["broker"]) | set(fleet["fleet"]) | set(fleet["alerts"][0] if fleet["alerts"] else {}) \
+        <= documented["/api/fleet"], documented["/api/fleet"]
+    row_words = set(re.findall(r"`(\w+)`", _doc_row(docs, "/api/fleet")))
+    device_row = fleet["devices"]["lobby-docs"]
+    assert set(device_row) | set(device_row["seq"]["events"]) <= row_words | documented["/api/fleet"], row_words
+    assert set(device) <= documented["/api/devices/"]
+    assert set(history) <= documented["/api/history"]
+    assert set(live) | set(live["fleet"]) <= documented["/api/live"] | documented["/api/fleet"]
+    # Metrics: prometheus_client drops the _total of a counter's family name; the docs give the sample name.
+    for family in metrics:
+        assert re.search(rf"`{family}(_total)?`", docs), family
+    section = docs[docs.index("## Prometheus metrics"):docs.index("## Configuration")]
+    kinds = set(re.findall(r'Alert\([^,]+, "(\w+)"', (ROOT / "edged" / "fleet.py").read_text()))
+    assert "no_devices" in kinds and all(f"`{kind}`" in section for kind in kinds), kinds

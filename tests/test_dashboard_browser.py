@@ -7,13 +7,16 @@ EDGED_SCREENSHOTS=docs .venv/bin/python -m pytest tests/test_dashboard_browser.p
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import quote
 
@@ -21,9 +24,10 @@ import pytest
 from media import ROOT, SAMPLE_CLIP, require_model
 from mosquitto import Subscriber, wait_until
 from prometheus_client.parser import text_string_to_metric_families
-from test_dashboard import XSS, DashboardProcess, get, publisher, row
+from test_dashboard import XSS, DashboardProcess, get, get_json, publisher, row
 from test_publisher import STATS, track
 
+from edged.dashboard.history import History
 from edged.faces import TrackEvent
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -44,6 +48,7 @@ def browser():
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,860",
                      "--disable-gpu", "--force-device-scale-factor=1"):
         options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console, for failed requests
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(30)
     try:
@@ -172,6 +177,109 @@ def test_mqtt_strings_render_as_text_and_the_page_says_what_is_down(broker, brow
         assert "no live connection to the dashboard" in browser.find_element("id", "banner-page").text
         assert json.loads(js(browser, "return JSON.stringify(window.edged.lastUpdate.broker)"))["connected"] is False
     finally:
+        pub.close()
+
+
+AXES = """return Object.fromEntries(Object.entries(window.edged.charts).map(([name, u]) => [name,
+  Object.fromEntries(["x", ...u.series.slice(1).map((s) => s.scale)].map((scale) => {
+    const axis = u.axes.find((a) => a.scale === scale && a.show !== false);
+    const labels = axis ? (axis._values || []).filter((v) => v !== null && v !== "").map(String) : [];
+    return [scale, { min: u.scales[scale].min, labels }];
+  }))]))"""
+
+
+def axes(driver) -> dict[str, dict[str, dict]]:
+    """chart -> scale of each of its series (and x) -> {"min": the scale's lowest value, "labels": the tick labels
+    of the axis drawn for that scale ([] when none is)}."""
+    return js(driver, AXES)
+
+
+def test_every_chart_has_labelled_axes_for_each_scale_and_counts_start_at_zero(broker, browser, tmp_path):
+    # Two minutes of history with faces 0.72 and 0.75 and fps 14.8 and 15.2: autoscaled, each axis would start
+    # near its lowest value and the small change would fill the chart's height.
+    workdir = tmp_path / "dashboard"
+    workdir.mkdir()
+    History(workdir / "history.sqlite3", 86_400).close(time.time())
+    minute = int(time.time() // 60 * 60)
+    with contextlib.closing(sqlite3.connect(workdir / "history.sqlite3")) as db, db:
+        db.executemany("INSERT INTO minutes (device, minute, happy, faces_sum, faces_n, fps_sum, fps_n, camera_down, "
+                       "stats_n) VALUES ('lobby-axes', ?, ?, ?, 100, ?, 1, ?, 1)",
+                       [(minute - 120, 3, 72, 14.8, 0), (minute - 60, 4, 75, 15.2, 1)])
+        db.execute("INSERT INTO devices VALUES ('lobby-axes', ?, ?, 'online')", (time.time(), time.time()))
+    with DashboardProcess(broker.port, workdir) as dash:
+        pages = {"/kiosk/lobby-axes": {"emotions", "faces", "fps"}, "/trend?group=lobby-": {"emotions", "faces"}}
+        for path, charts in pages.items():
+            browser.get(dash.url + path)
+            wait_until(lambda c=charts: charted(browser) == 7 and set(js(browser, "return Object.keys(window.edged."
+                                                                       "charts)")) == c, 15, f"the charts of {path}")
+            found = wait_until(lambda: (a := axes(browser)) and all(s["labels"] for c in a.values()
+                                                                  for s in c.values()) and a, 5,
+                               f"tick labels on every axis of {path}")
+            for name, scales in found.items():
+                for scale, axis in scales.items():
+                    if scale not in ("x", "camera"):
+                        assert axis["min"] == 0, (path, name, scale, axis)
+            if "fps" in charts:
+                assert set(found["fps"]) == {"x", "fps", "camera"}
+                assert found["fps"]["camera"]["labels"] == ["down", "up"]
+
+
+def test_times_are_the_browsers_local_time_everywhere_with_the_zone_shown(broker, browser, tmp_path):
+    tokyo = timezone(timedelta(hours=9))  # no summer time, and not UTC: a shown UTC time cannot pass
+    pub = publisher(broker.port, "lobby-time")
+    browser.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": "Asia/Tokyo"})
+    try:
+        with DashboardProcess(broker.port, tmp_path / "dashboard") as dash:
+            pub.event(TrackEvent("face_appeared", track(emotion="happy"), time.time()))
+            wait_until(lambda: row(dash, "lobby-time").get("seq", {}).get("events", {}).get("last") == 1, 10, "the event")
+            ts = get_json(dash.url + "/api/devices/lobby-time")["events"][0]["ts"]
+            browser.get(dash.url + "/kiosk/lobby-time")
+            shown = wait_until(lambda: js(browser, "const td = document.querySelector('#events tbody td'); "
+                                                   "return td && td.textContent"), 15, "the events table")
+            assert shown == datetime.fromisoformat(ts).astimezone(tokyo).strftime("%H:%M:%S")
+            assert browser.find_element("css selector", ".zone").text == "times in Asia/Tokyo (UTC+09:00)"
+            # The charts' time axis is in the same zone, and 24-hour as the events are.
+            ticks = wait_until(lambda: js(browser, "const a = window.edged.charts.emotions?.axes[0]; "
+                                                   "return a && a._values && [a._splits, a._values]"), 10, "the x axis")
+            assert ticks[1]
+            for at, label in zip(*ticks, strict=True):
+                assert label.split("\n")[0] == datetime.fromtimestamp(at, tokyo).strftime("%H:%M"), (at, label)
+    finally:
+        browser.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": ""})
+        pub.close()
+
+
+def test_one_kiosk_one_face_one_bad_message_are_singular_ages_read_alike_and_nothing_fails_to_load(
+        broker, browser, tmp_path):
+    pub = publisher(broker.port, "lobby-one")
+    raw = Subscriber(broker.port, "unused")
+    try:
+        with DashboardProcess(broker.port, tmp_path / "dashboard") as dash:
+            pub.state([track()], time.time())
+            pub.stats(STATS)
+            raw.publish("edged/lobby-one/state/extra", "{}")
+            wait_until(lambda: row(dash, "lobby-one").get("malformed") == 1 and row(dash, "lobby-one")["faces"] == 1,
+                       10, "the kiosk's face and bad message")
+            browser.get_log("browser")  # what earlier tests left in the console
+            browser.get(dash.url + "/")
+            wait_until(lambda: browser.find_element("id", "fleet-summary").text
+                       == "1 kiosk, 1 online, 1 face in view, 1 bad message", 15, "the fleet summary in the singular")
+            # One formatter for ages: the alerts' text (the fleet model's "N s ago") reads as the rows' ages do.
+            assert js(browser, "return window.edged.format.ago(109)") == "2 min ago"
+            assert js(browser, "return window.edged.format.said('offline last seen 109 s ago')") == \
+                "offline last seen 2 min ago"
+            assert js(browser, "return window.edged.format.said('online, but nothing new for 7200 s')") == \
+                "online, but nothing new for 2.0 h"
+            assert js(browser, "return window.edged.format.said('camera lost (3 reconnects so far)')") == \
+                "camera lost (3 reconnects so far)"
+            for path in ("/kiosk/lobby-one", "/trend", "/api/fleet", "/metrics"):
+                browser.get(dash.url + path)
+                time.sleep(0.5)
+            # No request failed on any page: no 404 for /favicon.ico, nothing else either.
+            failed = [entry["message"] for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+            assert failed == []
+    finally:
+        raw.close()
         pub.close()
 
 

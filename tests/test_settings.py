@@ -104,6 +104,7 @@ VALUES = {
     "EDGED_DASHBOARD__HOST": ("0.0.0.0", "0.0.0.0"),
     "EDGED_DASHBOARD__PORT": ("8443", 8443),
     "EDGED_DASHBOARD__USERNAME": ("ops", "ops"),
+    "EDGED_DASHBOARD__COOKIE_DAYS": ("90", 90.0),
     "EDGED_DASHBOARD__DATABASE": ("/srv/dash.sqlite3", Path("/srv/dash.sqlite3")),
     "EDGED_DASHBOARD__RETENTION_DAYS": ("2", 2.0),
     "EDGED_DASHBOARD__STALE_S": ("30", 30.0),

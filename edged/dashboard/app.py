@@ -6,6 +6,7 @@ Server-Sent Events, and Prometheus metrics.
     /trend?group=<prefix>  the fleet's emotion mix        /api/history?device=|group=&range=hour|day
     /api/live              Server-Sent Events: the fleet, then what changed, every EDGED_DASHBOARD__PUSH_INTERVAL_S
     /metrics               Prometheus text format         /static/...                our JS and CSS, uPlot
+    /favicon.ico           204: no icon
 
 Pages are Jinja templates with autoescape on; the page script writes MQTT strings with textContent only.
 """
@@ -97,6 +98,11 @@ def create_app(dashboard: Dashboard) -> Starlette:
         return StreamingResponse(events(), media_type="text/event-stream",
                                  headers={**NO_STORE, "X-Accel-Buffering": "no"})
 
+    async def favicon(request: Request) -> Response:
+        # The pages say they have no icon (<link rel=icon href="data:,">); /metrics and the JSON, opened in a
+        # browser, still ask for one: no content, rather than a 404 in every console.
+        return Response(status_code=204, headers={"Cache-Control": "max-age=86400"})
+
     async def metrics(request: Request) -> Response:
         return Response(await asyncio.to_thread(exposition, dashboard), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -119,6 +125,7 @@ def create_app(dashboard: Dashboard) -> Starlette:
         Route("/api/history", api_history),
         Route("/api/live", live),
         Route("/metrics", metrics),
+        Route("/favicon.ico", favicon),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     return Starlette(routes=routes, middleware=[Middleware(Guard, settings=dashboard.settings)], lifespan=lifespan)

@@ -7,11 +7,13 @@ are added to (never overwritten), so a restarted dashboard goes on filling the m
 with a prefix. Deltas wait in memory and are written by `flush()` (the dashboard calls it every few seconds and
 before every query), so the paho thread never waits for the disk. Beside them, one row per device heard from
 within the retention (when, its newest payload ts, its status), so a restarted dashboard still lists the kiosks a
-broker without persistence has forgotten.
+broker without persistence has forgotten. One dashboard per file: `<file>.lock` (edged.lockfile) keeps a second
+one out.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -19,6 +21,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from edged import lockfile
 from edged.errors import ConfigError, ListenError
 from edged.fleet import ts_epoch
 from edged.paths import why_unwritable
@@ -64,13 +67,34 @@ class History:
         reason = why_unwritable(path) if isinstance(path, Path) else None
         if reason is not None:
             raise ConfigError(f"{where}: {reason}")
+        self._lock_file = self._own(Path(path), where) if str(path) != ":memory:" else None
         try:
             self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
             self._db.executescript("PRAGMA journal_mode=WAL;" + _SCHEMA)
         except sqlite3.OperationalError as exc:  # locked, full, an I/O error: may pass
+            self._release()
             raise ListenError(f"cannot open the dashboard history {path} ({where}): {exc}") from None
         except sqlite3.DatabaseError as exc:  # another kind of file: waiting will not change it
+            self._release()
             raise ConfigError(f"{where}: {path} is not a dashboard history ({exc}): name another file") from None
+
+    @staticmethod
+    def _own(path: Path, where: str) -> int:
+        """The lock on `<path>.lock`: rows are added to, so two dashboards on one file would count everything twice.
+        The second stops (ListenError: exit 69, as a second daemon on one EDGED_STATE_DIR does)."""
+        lock = Path(f"{path}.lock")
+        try:
+            return lockfile.acquire(lock)
+        except lockfile.InUse as exc:
+            raise ListenError(f"another edged dashboard (pid {exc.holder}) is using the history {path} ({where}): "
+                              f"stop it, or give this one its own {DATABASE_VARIABLE}") from None
+        except OSError as exc:
+            raise ListenError(f"cannot lock the dashboard history {lock} ({where}): {exc.strerror or exc}") from None
+
+    def _release(self) -> None:
+        if self._lock_file is not None:
+            os.close(self._lock_file)
+            self._lock_file = None
 
     def record(self, message: Event | State | Stats, now: float) -> None:
         """Count one payload folded into the fleet view at `now` (UTC epoch seconds) into its minute."""
@@ -170,6 +194,7 @@ class History:
             self.flush(now)
         finally:
             self._db.close()
+            self._release()
 
 
 def _mean(row: dict[str, float] | None, total: str, count: str) -> float | None:

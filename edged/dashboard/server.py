@@ -23,6 +23,11 @@ def listen(host: str, port: int) -> socket.socket:
     """A listening TCP socket on host:port; ListenError naming the variables when it cannot be had."""
     try:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    except socket.gaierror as exc:
+        # 69, not 78: the name may resolve once the network (or DNS) is up, and systemd retries on 69.
+        raise ListenError(f"{env_name('dashboard', 'host')}={host} does not resolve ({exc.strerror or exc}): "
+                          "cannot listen on it; give an address, or a name that resolves here") from None
+    try:
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))

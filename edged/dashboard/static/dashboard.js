@@ -11,6 +11,7 @@
   const range = new URLSearchParams(location.search).get("range") === "day" ? "day" : "hour";
   // What tests and the benchmark read: the latest update, the charts, the table rows.
   const state = (window.edged = { updates: 0, lastUpdate: null, charts: {}, rows: new Map(), renderMs: [] });
+  state.format = { ago: (s) => ago(s), said: (d) => said(d), plural: (n, one, many) => plural(n, one, many) };
 
   function el(tag, cls, text) {
     const node = document.createElement(tag);
@@ -19,12 +20,32 @@
     return node;
   }
   function num(value, digits) { return value === null || value === undefined ? "-" : Number(value).toFixed(digits); }
-  function ago(seconds) {
-    if (seconds === null || seconds === undefined) return "-";
+  function plural(n, one, many) { return n + " " + (n === 1 ? one : many); }
+  // One way to say an age on every page: the rows, the facts, and the alerts (whose text the fleet model writes
+  // in seconds, as `edged watch` shows it: said() rewrites its "N s ago" and "for N s" here).
+  function duration(seconds) {
     seconds = Math.max(0, seconds);
-    if (seconds < 90) return seconds.toFixed(0) + " s ago";
-    if (seconds < 5400) return (seconds / 60).toFixed(0) + " min ago";
-    return (seconds / 3600).toFixed(1) + " h ago";
+    if (seconds < 90) return seconds.toFixed(0) + " s";
+    if (seconds < 5400) return (seconds / 60).toFixed(0) + " min";
+    return (seconds / 3600).toFixed(1) + " h";
+  }
+  function ago(seconds) { return seconds === null || seconds === undefined ? "-" : duration(seconds) + " ago"; }
+  function said(detail) {
+    return String(detail).replace(/\b(\d+) s ago\b/g, (m, n) => ago(Number(n)))
+      .replace(/\bfor (\d+) s\b/g, (m, n) => "for " + duration(Number(n)));
+  }
+  // Times are this browser's local time everywhere (charts, events, ages), 24-hour, with the zone said once per page.
+  const ZONE = Intl.DateTimeFormat().resolvedOptions().timeZone || "local time";
+  function two(n) { return String(n).padStart(2, "0"); }
+  function clock(iso) {
+    const t = new Date(iso);
+    return isNaN(t) ? "-" : two(t.getHours()) + ":" + two(t.getMinutes()) + ":" + two(t.getSeconds());
+  }
+  function zoneNote() {
+    const minutes = -new Date().getTimezoneOffset();
+    const offset = (minutes < 0 ? "-" : "+") + two(Math.floor(Math.abs(minutes) / 60)) + ":" + two(Math.abs(minutes) % 60);
+    const said = ZONE === "UTC" || ZONE === "Etc/UTC" ? "times in UTC" : "times in " + ZONE + " (UTC" + offset + ")";
+    for (const span of document.querySelectorAll(".zone")) span.textContent = said;
   }
   function mix(shares) {
     return Object.entries(shares || {}).slice(0, 3).map(([e, s]) => e + " " + Math.round(s * 100) + "%").join(" ") || "-";
@@ -49,8 +70,8 @@
       serverSkew = update.now - Date.now() / 1000;
       show("banner-broker", update.broker.connected ? "" : "the dashboard has no connection to the MQTT broker: " + update.broker.detail);
       const summary = document.getElementById("fleet-summary");
-      summary.textContent = update.fleet.devices + " kiosks, " + update.fleet.online + " online, " + update.fleet.faces + " faces in view" +
-        (update.rejected ? ", " + update.rejected + " bad messages" : "");
+      summary.textContent = plural(update.fleet.devices, "kiosk", "kiosks") + ", " + update.fleet.online + " online, " +
+        plural(update.fleet.faces, "face", "faces") + " in view" + (update.rejected ? ", " + plural(update.rejected, "bad message", "bad messages") : "");
       const started = performance.now();
       onUpdate(update);
       state.renderMs.push(performance.now() - started);
@@ -59,7 +80,7 @@
       state.lastUpdate = update;
     };
     // A stream that went quiet (a proxy holding it, a suspended laptop) is a lost one too: updates come every second or less.
-    setInterval(() => { if (heard && Date.now() - heard > 10000) show("banner-page", "no update from the dashboard for " + ((Date.now() - heard) / 1000).toFixed(0) + " s: retrying"); }, 2000);
+    setInterval(() => { if (heard && Date.now() - heard > 10000) show("banner-page", "no update from the dashboard for " + duration((Date.now() - heard) / 1000) + ": retrying"); }, 2000);
   }
   function serverNow() { return Date.now() / 1000 + serverSkew; }
   // Between full updates a device comes with only the fields of its row that changed (of `seq`, only the topics whose
@@ -163,7 +184,7 @@
         const li = el("li");
         li.appendChild(el("span", "kind", alert.kind));
         li.appendChild(el("span", "who", alert.device + ": "));
-        li.appendChild(el("span", "detail", alert.detail));
+        li.appendChild(el("span", "detail", said(alert.detail)));
         list.appendChild(li);
       }
       if (update.alerts.length > 200) list.appendChild(el("li", "hint", "and " + (update.alerts.length - 200) + " more"));
@@ -171,11 +192,17 @@
     });
   }
 
-  // ---- charts (uPlot); the emotion chart is stacked: each series is drawn as the running sum, its legend shows its own count
-  function chart(id, series, data) {
+  // ---- charts (uPlot); the emotion chart is stacked: each series is drawn as the running sum, its legend shows its own count.
+  // Every scale a series is drawn on has its own labelled axis, and counts, faces and fps start at 0: autoscaled, a
+  // mean of 0.72-0.75 faces fills the whole height and looks like a swing.
+  function fromZero(u, min, max) { return [0, max > 0 ? max * 1.1 : 1]; }
+  const COUNTS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000];  // whole numbers only
+  function yAxis(scale, label, extra) { return { scale, label, size: 50, labelSize: 20, ...extra }; }
+  function chart(id, series, data, axes, scales) {
     const box = document.getElementById(id);
-    const options = { width: Math.max(300, box.clientWidth), height: 240, series: [{}, ...series], scales: { x: { time: true } },
-                      axes: [{}, { size: 50 }] };
+    const options = { width: Math.max(300, box.clientWidth), height: 240, series: [{}, ...series],
+                      fmtDate: (tpl) => uPlot.fmtDate(tpl.replace("{h}", "{HH}").replace("{aa}", "")),  // 24-hour, as the events
+                      scales: { x: { time: true }, ...scales }, axes: [{}, ...axes] };
     const plot = new uPlot(options, data, box);
     window.addEventListener("resize", () => plot.setSize({ width: Math.max(300, box.clientWidth), height: 240 }));
     return plot;
@@ -192,15 +219,35 @@
       value: (u, v, si, i) => (i === null || i === undefined ? "-" : String(state.emotionRaw[k][i] ?? 0)),
     }));
     state.emotionRaw = raw;
-    if (!state.charts.emotions) state.charts.emotions = chart("chart-emotions", series, stacked(history));
+    if (!state.charts.emotions) {
+      state.charts.emotions = chart("chart-emotions", series, stacked(history),
+                                    [yAxis("y", "faces per bucket", { incrs: COUNTS })], { y: { range: fromZero } });
+    }
     else state.charts.emotions.setData(stacked(history));
     state.emotionEvents = raw.flat().reduce((a, b) => a + b, 0);
   }
-  function lineChart(name, id, series, data) {
-    if (!state.charts[name]) state.charts[name] = chart(id, series, data);
+  function lineChart(name, id, series, data, axes, scales) {
+    if (!state.charts[name]) state.charts[name] = chart(id, series, data, axes, scales);
     else state.charts[name].setData(data);
   }
+  function facesChart(history) {
+    lineChart("faces", "chart-faces", [{ label: "faces", stroke: "#1a73e8", width: 2, spanGaps: false }],
+              [history.t, history.faces], [yAxis("y", "faces in view")], { y: { range: fromZero } });
+  }
+  // fps on the left; the camera on its own axis on the right, down (0) to up (1): a bucket's share of stats saying up.
+  function fpsChart(history) {
+    const camera = { grid: { show: false }, side: 1, size: 56, splits: () => [0, 1],
+                     values: (u, splits) => splits.map((v) => (v === 1 ? "up" : v === 0 ? "down" : "")) };
+    lineChart("fps", "chart-fps",
+              [{ label: "fps", stroke: "#188038", width: 2, scale: "fps" },
+               { label: "camera up", stroke: "#d93025", width: 2, scale: "camera",
+                 value: (u, v) => (v === null || v === undefined ? "-" : Math.round(v * 100) + "% of the time") }],
+              [history.t, history.fps, history.camera_ok],
+              [yAxis("fps", "fps"), yAxis("camera", "camera", camera)],
+              { fps: { range: fromZero }, camera: { range: () => [-0.05, 1.05] } });
+  }
   function markRange() {
+    zoneNote();
     for (const a of document.querySelectorAll(".ranges a")) a.classList.toggle("chosen", a.dataset.range === range);
   }
   function throttled(fn, ms) {
@@ -223,17 +270,15 @@
         fetch("/api/history?range=" + range + "&device=" + name).then((r) => r.json()),
       ]);
       emotionChart(history);
-      lineChart("faces", "chart-faces", [{ label: "faces", stroke: "#1a73e8", width: 2, spanGaps: false }], [history.t, history.faces]);
-      lineChart("fps", "chart-fps", [{ label: "fps", stroke: "#188038", width: 2, scale: "fps" },
-                                     { label: "camera up", stroke: "#d93025", width: 2, scale: "camera" }],
-                [history.t, history.fps, history.camera_ok]);
+      facesChart(history);
+      fpsChart(history);
       if (info) {
         const tbody = document.querySelector("#events tbody");
         tbody.replaceChildren();
         for (const e of info.events) {
           const tr = el("tr");
           const emotion = e.previous_emotion ? e.previous_emotion + " → " + e.emotion : e.emotion;
-          for (const text of [e.ts.slice(11, 19), e.type, e.track, emotion, e.seq]) tr.appendChild(el("td", null, text));
+          for (const text of [clock(e.ts), e.type, e.track, emotion, e.seq]) tr.appendChild(el("td", null, text));
           tbody.appendChild(tr);
         }
       }
@@ -252,7 +297,7 @@
                      ["camera", row.camera_ok === null ? "-" : row.camera_ok ? "ok" : "lost"], ["outbox", row.outbox_depth ?? "-"],
                      ["events lost", row.seq.events.lost], ["seq resets", row.seq.events.resets],
                      ["bad messages", row.malformed ? row.malformed + " (latest: " + row.last_malformed + ")" : 0],
-                     ["alerts", row.alerts.map((a) => a.detail).join("; ") || "none"]];
+                     ["alerts", row.alerts.map((a) => said(a.detail)).join("; ") || "none"]];
       for (const [label, value] of items) {
         const div = el("div");
         div.appendChild(el("dt", null, label));
@@ -271,7 +316,7 @@
     async function refresh() {
       const history = await fetch("/api/history?range=" + range + "&group=" + group).then((r) => r.json());
       emotionChart(history);
-      lineChart("faces", "chart-faces", [{ label: "faces", stroke: "#1a73e8", width: 2 }], [history.t, history.faces]);
+      facesChart(history);
     }
     const later = throttled(refresh, 5000);
     refresh();
