@@ -341,20 +341,20 @@ class FleetView:
             if d.status == STATUS_OFFLINE:
                 out.append(Alert(name, "offline", "offline" + _since(d.last_seen_utc, now, " last seen ")))
             elif d.health(now, self.stale_s) == "stale":
-                out.append(Alert(name, "stale", f"online, but nothing new for {now - d.last_seen_utc:.0f} s"))
+                out.append(Alert(name, "stale", f"online, but nothing new for {duration(now - d.last_seen_utc)}"))
             if d.status == STATUS_ONLINE and d.stats is not None:
                 if not d.stats.camera_ok:
                     out.append(Alert(name, "camera", f"camera lost, being reopened "
-                                                     f"({d.stats.camera_reconnects} reconnects so far)"))
+                                                     f"({plural(d.stats.camera_reconnects, 'reconnect')} so far)"))
                 elif d.stats.fps == 0 and not starting(d.stats):
                     out.append(Alert(name, "no_frames", f"online, but processing no frames (0 fps; "
-                                                        f"{d.stats.frames} frames since start)"))
+                                                        f"{plural(d.stats.frames, 'frame')} since start)"))
             events = d.seq["events"]
             if events.lost:
                 ranges = ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in events.gaps[-3:])
-                out.append(Alert(name, "lost", f"{events.lost} events lost (seq {ranges})"))
+                out.append(Alert(name, "lost", f"{plural(events.lost, 'event')} lost (seq {ranges})"))
             if events.resets:
-                out.append(Alert(name, "reset", f"events seq went back {events.resets} time(s), now at {events.last}"))
+                out.append(Alert(name, "reset", f"events seq went back {plural(events.resets, 'time')}, now at {events.last}"))
         return out
 
     def snapshot(self, now: float, *, devices: bool = True) -> dict[str, Any]:
@@ -409,5 +409,21 @@ def starting(stats: Stats) -> bool:
     return stats.frames == 0 and stats.uptime_s < STARTUP_GRACE_S
 
 
+def duration(seconds: float) -> str:
+    """An age or a wait as people read it: seconds under 90 s, minutes under 90 minutes, hours beyond. The one rule
+    of `edged watch`, the alerts and the dashboard (whose pages, which count ages live, say them the same way)."""
+    seconds = max(0.0, seconds)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def plural(n: int, noun: str) -> str:
+    """`1 event`, `2 events`."""
+    return f"{n} {noun if n == 1 else noun + 's'}"
+
+
 def _since(ts_utc: float | None, now: float, prefix: str) -> str:
-    return "" if ts_utc is None else f"{prefix}{max(0.0, now - ts_utc):.0f} s ago"
+    return "" if ts_utc is None else f"{prefix}{duration(now - ts_utc)} ago"

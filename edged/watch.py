@@ -26,7 +26,7 @@ from rich.text import Text
 
 from edged.brokerlink import connect_failure_message, no_connack_message, where
 from edged.errors import BrokerError
-from edged.fleet import FleetView
+from edged.fleet import FleetView, duration, plural
 from edged.payloads import Event, State, Stats
 from edged.publisher import build_client, refusal_message
 from edged.settings import MqttSettings
@@ -164,7 +164,7 @@ class Feed:
 
 
 def _age(ts_utc: float | None, now: float) -> str:
-    return "-" if ts_utc is None else f"{max(0.0, now - ts_utc):.0f} s ago"
+    return "-" if ts_utc is None else f"{duration(now - ts_utc)} ago"
 
 
 def _mix(mix: dict[str, float], top: int = 3) -> str:
@@ -211,7 +211,7 @@ def render(view: FleetView, header: str, now: float | None = None) -> Renderable
         events_table.add_row(e.ts[11:19], e.device, e.type, str(e.track), emotion)
     online = sum(d.status == "online" for d in view.devices.values())
     faces = view.faces_in_view()
-    fleet = Text(f"{len(view.devices)} devices, {online} online, {faces} faces in view; "
+    fleet = Text(f"{plural(len(view.devices), 'device')}, {online} online, {plural(faces, 'face')} in view; "
                  f"fleet emotion mix: {_mix(view.emotion_mix(None, now), top=7)}")
     footer = Text(f"{view.rejected} malformed messages (not the contract; counted, never fatal)"
                   if view.rejected else "", style="dim")

@@ -13,7 +13,7 @@ from test_publisher import STATS, track
 
 from edged import __version__
 from edged.faces import TrackEvent
-from edged.fleet import FleetView, SeqStream
+from edged.fleet import FleetView, SeqStream, duration
 from edged.publisher import MqttPublisher
 from edged.settings import MqttSettings
 from edged.watch import watch
@@ -74,6 +74,18 @@ def test_an_offline_kiosks_last_figures_are_not_the_present():
     assert (online["fps"], online["faces"], online["emotions_now"]) == (STATS["fps"], 1, ["sad"])
     assert snapshot["fleet"]["faces"] == view.faces_in_view() == 1
     assert offline["outbox_depth"] == 4  # what it still has to send is its last word on that
+
+
+def test_alerts_say_counts_and_ages_as_people_read_them():
+    assert [duration(s) for s in (-1, 0, 89.4, 90, 109, 5399, 5400, 7200)] == \
+        ["0 s", "0 s", "89 s", "2 min", "2 min", "90 min", "1.5 h", "2.0 h"]
+    view = FleetView("edged")
+    for seq in (1, 3):
+        view.apply("edged/k/events", (EVENT % ("k", ts(1_700_000_000 + seq), seq, "sad")).encode(),
+                   now=1_700_000_000 + seq)
+    view.apply("edged/k/status", b"offline", now=1_700_000_004)
+    details = {a.kind: a.detail for a in view.alerts(1_700_000_003 + 109)}
+    assert details == {"offline": "offline last seen 2 min ago", "lost": "1 event lost (seq 2)"}
 
 
 def test_emotion_mix_counts_events_within_the_window():

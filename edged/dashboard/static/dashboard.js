@@ -11,7 +11,7 @@
   const range = new URLSearchParams(location.search).get("range") === "day" ? "day" : "hour";
   // What tests and the benchmark read: the latest update, the charts, the table rows.
   const state = (window.edged = { updates: 0, lastUpdate: null, charts: {}, rows: new Map(), renderMs: [] });
-  state.format = { ago: (s) => ago(s), said: (d) => said(d), plural: (n, one, many) => plural(n, one, many) };
+  state.format = { ago: (s) => ago(s), plural: (n, one, many) => plural(n, one, many) };
 
   function el(tag, cls, text) {
     const node = document.createElement(tag);
@@ -21,8 +21,7 @@
   }
   function num(value, digits) { return value === null || value === undefined ? "-" : Number(value).toFixed(digits); }
   function plural(n, one, many) { return n + " " + (n === 1 ? one : many); }
-  // One way to say an age on every page: the rows, the facts, and the alerts (whose text the fleet model writes
-  // in seconds, as `edged watch` shows it: said() rewrites its "N s ago" and "for N s" here).
+  // One way to say an age on every page, the rule of edged.fleet.duration (which writes the alerts' ages).
   function duration(seconds) {
     seconds = Math.max(0, seconds);
     if (seconds < 90) return seconds.toFixed(0) + " s";
@@ -30,10 +29,6 @@
     return (seconds / 3600).toFixed(1) + " h";
   }
   function ago(seconds) { return seconds === null || seconds === undefined ? "-" : duration(seconds) + " ago"; }
-  function said(detail) {
-    return String(detail).replace(/\b(\d+) s ago\b/g, (m, n) => ago(Number(n)))
-      .replace(/\bfor (\d+) s\b/g, (m, n) => "for " + duration(Number(n)));
-  }
   // Times are this browser's local time everywhere (charts, events, ages), 24-hour, with the zone said once per page.
   const ZONE = Intl.DateTimeFormat().resolvedOptions().timeZone || "local time";
   function two(n) { return String(n).padStart(2, "0"); }
@@ -184,7 +179,7 @@
         const li = el("li");
         li.appendChild(el("span", "kind", alert.kind));
         li.appendChild(el("span", "who", alert.device + ": "));
-        li.appendChild(el("span", "detail", said(alert.detail)));
+        li.appendChild(el("span", "detail", alert.detail));
         list.appendChild(li);
       }
       if (update.alerts.length > 200) list.appendChild(el("li", "hint", "and " + (update.alerts.length - 200) + " more"));
@@ -297,7 +292,7 @@
                      ["camera", row.camera_ok === null ? "-" : row.camera_ok ? "ok" : "lost"], ["outbox", row.outbox_depth ?? "-"],
                      ["events lost", row.seq.events.lost], ["seq resets", row.seq.events.resets],
                      ["bad messages", row.malformed ? row.malformed + " (latest: " + row.last_malformed + ")" : 0],
-                     ["alerts", row.alerts.map((a) => said(a.detail)).join("; ") || "none"]];
+                     ["alerts", row.alerts.map((a) => a.detail).join("; ") || "none"]];
       for (const [label, value] of items) {
         const div = el("div");
         div.appendChild(el("dt", null, label));
