@@ -192,8 +192,9 @@ class DeviceView:
 
     @property
     def live(self) -> bool:
-        """Whether its fps, faces and camera state are current: not offline (an offline device's are its last)."""
-        return self.status != STATUS_OFFLINE
+        """Whether its fps, faces and camera state are current: online (an offline device's are its last ones; a
+        device whose status is unknown, remembered from before or never said, has told nothing current)."""
+        return self.status == STATUS_ONLINE
 
     @property
     def events_lost(self) -> int:
@@ -243,13 +244,15 @@ class FleetView:
             self.rejected += 1
             return None
         device_id, kind = parts[1], "/".join(parts[2:])  # a deeper topic is the device's too: an unknown one
+        if not payload:  # an empty payload clears a retained message: a cleared status retires the device
+            if kind == "status":
+                self.devices.pop(device_id, None)
+            return None
         device = self.devices.get(device_id)
         if device is None:
             device = self.devices[device_id] = DeviceView(
                 device_id, seq=seq_streams(self.recent_seqs))
         device.remembered = None
-        if not payload:
-            return None  # an empty payload clears a retained message
         if kind == "status":
             status = payload.decode("utf-8", "replace")
             if status not in (STATUS_ONLINE, STATUS_OFFLINE):
@@ -335,9 +338,12 @@ class FleetView:
         for name in sorted(self.devices):
             d = self.devices[name]
             if d.remembered is not None:
-                out.append(Alert(name, "unseen", f"nothing heard since the dashboard started (a broker restarted "
-                                                 f"without persistence loses the retained status); last "
-                                                 f"{d.remembered}{_since(d.last_seen_utc, now, ', last seen ')}"))
+                last = (f"last {d.remembered}" if d.remembered in (STATUS_ONLINE, STATUS_OFFLINE)
+                        else "it never said online or offline")
+                out.append(Alert(name, "unseen", f"nothing heard since the dashboard started (its retained status is "
+                                                 f"gone: a broker restarted without persistence, or the kiosk was "
+                                                 f"retired while no dashboard ran); {last}"
+                                                 f"{_since(d.last_seen_utc, now, ', last seen ')}"))
             if d.status == STATUS_OFFLINE:
                 out.append(Alert(name, "offline", "offline" + _since(d.last_seen_utc, now, " last seen ")))
             elif d.health(now, self.stale_s) == "stale":

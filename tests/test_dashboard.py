@@ -248,15 +248,25 @@ def test_history_survives_a_restart_and_sigterm_exits_0(broker, tmp_path):
     assert _samples(workdir / "history.sqlite3", "kiosk-r") == samples
 
 
-def test_kiosks_a_restarted_broker_forgot_are_still_listed_as_unseen(broker, tmp_path):
+def test_kiosks_a_restarted_broker_forgot_are_still_listed_as_unseen_and_retired_ones_are_not(broker, tmp_path):
     workdir = tmp_path / "dashboard"
-    pub = publisher(broker.port, "kiosk-gone")
+    pub, retired = publisher(broker.port, "kiosk-gone"), publisher(broker.port, "kiosk-retired")
     with DashboardProcess(broker.port, workdir) as first:
         pub.stats(STATS)
-        wait_until(lambda: row(first, "kiosk-gone").get("last_seen_utc"), 10, "the kiosk's stats")
+        retired.stats(STATS)
+        wait_until(lambda: row(first, "kiosk-gone").get("last_seen_utc") and row(first, "kiosk-retired").get("fps"),
+                   10, "the kiosks' stats")
         pub.close()  # a clean stop: its last state and stats, then offline, retained
+        retired.close()
         wait_until(lambda: row(first, "kiosk-gone")["health"] == "offline", 10, "the kiosk offline")
         seen = row(first, "kiosk-gone")["last_seen_utc"]
+        # Retiring a kiosk (docs/fleet.md): clear its retained messages. The dashboard forgets it at once.
+        operator = Subscriber(broker.port, "unused")
+        for topic in ("status", "state", "stats"):
+            operator.publish(f"edged/kiosk-retired/{topic}", b"", retain=True)
+        operator.close()
+        wait_until(lambda: "kiosk-retired" not in get_json(first.url + "/api/fleet")["devices"], 10,
+                   "the retired kiosk gone")
     broker.stop()
     broker.start()  # no persistence: the retained status and stats are gone
     with DashboardProcess(broker.port, workdir) as second:
@@ -264,6 +274,8 @@ def test_kiosks_a_restarted_broker_forgot_are_still_listed_as_unseen(broker, tmp
         fleet = get_json(second.url + "/api/fleet")
         gone = fleet["devices"]["kiosk-gone"]
         assert (gone["health"], gone["remembered"], gone["last_seen_utc"]) == ("unknown", "offline", seen)
+        assert (gone["fps"], gone["faces"], gone["camera_ok"]) == (None, None, None)  # nothing current to tell
+        assert "kiosk-retired" not in fleet["devices"]  # retired: not remembered either
         [alert] = [a for a in fleet["alerts"] if a["device"] == "kiosk-gone"]
         assert alert["kind"] == "unseen" and "last offline, last seen" in alert["detail"]
         assert get(second.url + "/api/devices/kiosk-gone")[0] == 200
@@ -554,7 +566,8 @@ def _dashboard_cli(env: dict[str, str], timeout: float = 20) -> subprocess.Compl
      "EDGED_DASHBOARD__DATABASE={file}/sub/history.sqlite3: {file} is a file, not a directory"),
     ({"EDGED_DASHBOARD__DATABASE": "{dir}"}, "EDGED_DASHBOARD__DATABASE={dir}: is a directory, not a file"),
     ({"EDGED_DASHBOARD__DATABASE": "{file}"},
-     "EDGED_DASHBOARD__DATABASE={file}: {file} is not a dashboard history (file is not a database): name another file"),
+     "EDGED_DASHBOARD__DATABASE={file}: {file} is not a dashboard history (not an SQLite database): name another "
+     "file"),
     ({"EDGED_STATE_DIR": "{file}"}, "EDGED_STATE_DIR={file} (the dashboard history goes there as dashboard.sqlite3 "
      "while EDGED_DASHBOARD__DATABASE is empty): {file} is a file, not a directory"),
     ({"CREDENTIALS_DIRECTORY": "{dir}", "EDGED_DASHBOARD__USERNAME": "ops"},  # dashboard_password holds "short"
@@ -570,6 +583,8 @@ def test_configuration_errors_are_one_line_naming_the_variable_and_exit_78(env, 
     assert result.returncode == 78, result.stderr
     assert result.stderr == f"edged: configuration error: {message.format(**places)}\n"
     assert "short" not in result.stderr.replace("too short", "")  # secrets are never echoed
+    # a refused start leaves nothing behind (once it left `<file>.lock` beside any file named, /etc/passwd included)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "dashboard_password"]
 
 
 def test_a_browser_stays_logged_in_for_30_days_unless_configured():

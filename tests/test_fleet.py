@@ -88,6 +88,20 @@ def test_alerts_say_counts_and_ages_as_people_read_them():
     assert details == {"offline": "offline last seen 2 min ago", "lost": "1 event lost (seq 2)"}
 
 
+def test_a_kiosk_whose_retained_status_is_cleared_is_retired():
+    # docs/fleet.md: retire a kiosk by clearing its retained status, state and stats (empty retained messages)
+    view = FleetView("edged")
+    view.apply("edged/k/status", b"online", now=1_700_000_000)
+    view.apply("edged/k/events", (EVENT % ("k", ts(1_700_000_000), 1, "sad")).encode(), now=1_700_000_000)
+    for topic in ("status", "state", "stats"):
+        view.apply(f"edged/k/{topic}", b"", now=1_700_000_001)
+    assert view.devices == {} and view.rejected == 0
+    view.remember("old", 1_699_999_000.0, "unknown")  # heard from once, never said online: nothing current
+    old = view.snapshot(1_700_000_002)["devices"]["old"]
+    assert (old["fps"], old["faces"], old["camera_ok"]) == (None, None, None)
+    assert "it never said online or offline" in view.alerts(1_700_000_002)[0].detail
+
+
 def test_emotion_mix_counts_events_within_the_window():
     view = FleetView("edged", window_s=60)
     for i, (device, emotion, at) in enumerate([("a", "happy", 0), ("a", "sad", 50), ("a", "happy", 100),
@@ -137,7 +151,7 @@ def fleet(broker):
     wait_until(lambda: "probe" in view.devices, what="the fleet view to subscribe")
     probe.publish("edged/probe/status", b"", retain=True)
     probe.close()
-    view.devices.pop("probe")
+    wait_until(lambda: "probe" not in view.devices, what="the cleared probe to retire its device")
     yield view
     stop.set()
     thread.join(5)
@@ -166,8 +180,7 @@ def test_fleet_of_publishers_with_an_injected_gap_duplicate_and_reset(broker, fl
         raw.publish("edged/kiosk-x/status", "online", retain=True)
         pubs[4].close()  # kiosk-4 goes offline
 
-        # "probe" (the fixture's) may come back: its clearing message can arrive after the fixture removed it.
-        wait_until(lambda: len(set(fleet.devices) - {"probe"}) == 6 and fleet.devices["kiosk-4"].status == "offline"
+        wait_until(lambda: len(fleet.devices) == 6 and fleet.devices["kiosk-4"].status == "offline"
                    and fleet.devices["kiosk-x"].seq["events"].resets == 1
                    and all(fleet.devices[f"kiosk-{i}"].fps == 10.0 + i for i in range(5)), what="the whole fleet")
         snapshot = fleet.snapshot(time.time())

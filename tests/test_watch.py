@@ -40,7 +40,7 @@ def watching(broker):
     wait_until(lambda: "marker" in view.devices, what="watch to subscribe")
     marker.publish("edged/marker/status", b"", retain=True)  # clear it again
     marker.close()
-    view.devices.pop("marker")
+    wait_until(lambda: "marker" not in view.devices, what="the cleared marker to retire its device")
 
     def finish() -> str:
         """Stop watch() and return what it drew (a console that is not a terminal gets the last frame)."""

@@ -13,6 +13,7 @@ one out.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -65,17 +66,20 @@ class History:
         self._pending: defaultdict[tuple[str, int], defaultdict[str, float]] = defaultdict(lambda: defaultdict(float))
         self._heard: dict[str, tuple[float, float | None, str]] = {}  # device -> (heard, last_seen_utc, status)
         reason = why_unwritable(path) if isinstance(path, Path) else None
+        if reason is None and isinstance(path, Path):
+            reason = _not_sqlite(path)  # before the lock: a refused path must not gain a `<path>.lock` beside it
         if reason is not None:
             raise ConfigError(f"{where}: {reason}")
+        lock_existed = Path(f"{path}.lock").exists()
         self._lock_file = self._own(Path(path), where) if str(path) != ":memory:" else None
         try:
             self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
             self._db.executescript("PRAGMA journal_mode=WAL;" + _SCHEMA)
         except sqlite3.OperationalError as exc:  # locked, full, an I/O error: may pass
-            self._release()
+            self._release(remove=not lock_existed)
             raise ListenError(f"cannot open the dashboard history {path} ({where}): {exc}") from None
         except sqlite3.DatabaseError as exc:  # another kind of file: waiting will not change it
-            self._release()
+            self._release(remove=not lock_existed)
             raise ConfigError(f"{where}: {path} is not a dashboard history ({exc}): name another file") from None
 
     @staticmethod
@@ -91,8 +95,12 @@ class History:
         except OSError as exc:
             raise ListenError(f"cannot lock the dashboard history {lock} ({where}): {exc.strerror or exc}") from None
 
-    def _release(self) -> None:
+    def _release(self, *, remove: bool = False) -> None:
+        """Let go of the lock; `remove`: also delete the lock file (it was made by this start, which is refused)."""
         if self._lock_file is not None:
+            if remove:
+                with contextlib.suppress(OSError):
+                    os.unlink(f"{self.path}.lock")
             os.close(self._lock_file)
             self._lock_file = None
 
@@ -116,6 +124,13 @@ class History:
         """Remember that `device` was heard from at `now`, its newest payload ts and its status (written by flush)."""
         with self._lock:
             self._heard[device] = (now, last_seen_utc, status)
+
+    def forget(self, device: str) -> None:
+        """Stop remembering `device` (retired: its retained status was cleared); its minutes stay in the trends."""
+        with self._lock:
+            self._heard.pop(device, None)
+        with self._db_lock:
+            self._db.execute("DELETE FROM devices WHERE device = ?", (device,))
 
     def devices(self) -> list[tuple[str, float | None, str]]:
         """(device, last seen UTC, last known status) of every device heard from within the retention."""
@@ -195,6 +210,23 @@ class History:
         finally:
             self._db.close()
             self._release()
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite 3 database (sqlite.org/fileformat.html)
+
+
+def _not_sqlite(path: Path) -> str | None:
+    """Why `path` cannot be a history: an existing, non-empty file that is not SQLite (None when it may be one)."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(len(SQLITE_HEADER))
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"{path} cannot be read ({exc.strerror or exc})"
+    if head and head != SQLITE_HEADER:
+        return f"{path} is not a dashboard history (not an SQLite database): name another file"
+    return None
 
 
 def _mean(row: dict[str, float] | None, total: str, count: str) -> float | None:

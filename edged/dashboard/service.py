@@ -51,7 +51,9 @@ class Dashboard:
     def _on_message(self, topic: str, folded: Event | State | Stats | None, now: float, retained: bool) -> None:
         # Called by the feed under its lock, in paho's thread.
         parts = topic.split("/")
-        if len(parts) >= 3 and parts[1] in self.view.devices:
+        if len(parts) == 3 and parts[2] == "status" and parts[1] not in self.view.devices:
+            self.history.forget(parts[1])  # its status was cleared: retired (docs/fleet.md), not to be remembered
+        elif len(parts) >= 3 and parts[1] in self.view.devices:
             self._dirty.add(parts[1])
             d = self.view.devices[parts[1]]
             self.history.heard(parts[1], now, d.last_seen_utc, d.status)

@@ -94,7 +94,7 @@
     ["outbox", (n, r) => r.outbox_depth ?? -1], ["lost", (n, r) => r.seq.events.lost], ["resets", (n, r) => r.seq.events.resets],
     ["bad", (n, r) => -r.malformed], ["mix", (n, r) => mix(r.emotion_mix)], ["alerts", (n, r) => -r.alerts.length],
   ];
-  let sortKey = "health", sortDir = 1, lastAlerts = null;
+  let sortKey = "health", sortDir = 1, lastAlerts = null, ticking = null;
 
   // Only what changed is written: with a thousand rows updated every half second, untouched cells cost nothing.
   function put(cell, text, cls) {
@@ -168,6 +168,13 @@
         fillRow(item.tr, name, item.row);
       }
       if (added || update.full) sortRows(tbody);
+      if (!ticking) {  // "last seen" grows between updates too, as the alerts' ages do: every row's, every second
+        ticking = setInterval(() => {
+          for (const item of state.rows.values()) {
+            if (item.row.last_seen_utc !== null) put(item.tr.cells[2], ago(serverNow() - item.row.last_seen_utc));
+          }
+        }, 1000);
+      }
       document.getElementById("device-count").textContent = "(" + state.rows.size + ")";
       if (!update.alerts) return; // unchanged since the last update
       const shown = JSON.stringify(update.alerts.slice(0, 200)) + update.alerts.length;
@@ -178,7 +185,7 @@
       for (const alert of update.alerts.slice(0, 200)) {
         const li = el("li");
         li.appendChild(el("span", "kind", alert.kind));
-        li.appendChild(el("span", "who", alert.device + ": "));
+        if (alert.device !== "-") li.appendChild(el("span", "who", alert.device + ": "));  // "-": the fleet's (no_devices)
         li.appendChild(el("span", "detail", alert.detail));
         list.appendChild(li);
       }
