@@ -125,6 +125,14 @@ def test_kiosks_appear_go_offline_when_killed_and_the_chart_gains_points(broker,
                                            ".cells[3].textContent") == "-", 10, "kiosk-a's fps as -")
             assert js(browser, "return [...document.querySelectorAll('#devices tbody tr')]"
                                ".find(tr => tr.cells[0].textContent == 'kiosk-a').cells[4].textContent") == "-"
+            # nothing new from it, yet its "last seen" grows every second, as its alert's age does (not only at
+            # the full update every 5 s)
+            ages = []
+            for _ in range(3):
+                ages.append(js(browser, "return [...document.querySelectorAll('#devices tbody tr')]"
+                                        ".find(tr => tr.cells[0].textContent == 'kiosk-a').cells[2].textContent"))
+                time.sleep(1.1)
+            assert len(set(ages)) == 3, ages
             assert table(browser)["lobby-sim-1"] == "online"
 
             # Sorting: by device name, then reversed.
