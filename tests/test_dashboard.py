@@ -416,11 +416,28 @@ def test_a_token_or_a_user_is_required_and_nothing_can_be_changed(broker, tmp_pa
         assert status == 401 and headers["Content-Type"].startswith("text/html")
         assert "open /?token=&lt;the token&gt; once" in page and "Authorization: Bearer &lt;the token&gt;" in page
         assert "<script>" not in page and "<b>" not in page and "wrong" not in page and "docs/" not in page
+        # A link with a token that is not the token says so first (without the token it carried), then how to log in.
+        assert "the token in the link (?token=) was refused" in page
+        near_miss = TOKEN[:-1] + "X"
+        html_accept = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+        for path in (f"/?token={near_miss}", f"/kiosk/x?range=day&token={near_miss}", "/?token="):
+            status, headers, body = get(dash.url + path, html_accept)
+            page = body.decode()
+            assert status == 401 and headers["Content-Type"].startswith("text/html"), path
+            assert '<p id="refused"><strong>the token in the link (?token=) was refused' in page, path
+            assert near_miss not in page and TOKEN not in page and "open /?token=&lt;the token&gt; once" in page, path
+        status, headers, body = get(dash.url + f"/api/fleet?token={near_miss}")
+        assert status == 401 and body.decode().startswith("unauthorised: the token in the link (?token=) was refused")
+        assert near_miss not in body.decode()
+        # Without a token in the link, nothing was refused: the plain page and text.
+        assert "refused" not in get(dash.url + "/", html_accept)[2].decode()
         status, headers, body = get(dash.url + "/api/fleet")
         assert status == 401 and headers["Content-Type"].startswith("text/plain")
         assert body.decode() == ("unauthorised: log in with a browser: open /?token=<the token> once "
                                  "(EDGED_DASHBOARD__TOKEN); a cookie keeps you logged in; or a program (Prometheus, "
                                  "curl): the header Authorization: Bearer <the token>\n")
+        # The right token in the link still wins over nothing else given, and a cookie over a stale link.
+        assert get(dash.url + f"/api/fleet?token={near_miss}", {"Cookie": cookie})[0] == 200
 
     user = {"EDGED_DASHBOARD__USERNAME": "ops", "EDGED_DASHBOARD__PASSWORD": "long-password"}
     with DashboardProcess(broker.port, tmp_path / "basic", EDGED_DASHBOARD__HOST="0.0.0.0", **user) as dash:
