@@ -173,6 +173,10 @@ def test_the_api_shows_kiosks_their_health_and_history(broker, dashboard):
         device = get_json(dashboard.url + "/api/devices/" + quote(XSS))
         assert device["device"] == XSS and [e["type"] for e in device["events"]] == ["emotion_changed", "face_appeared"]
         assert get(dashboard.url + "/api/devices/nobody")[0] == 404
+        # Nor has it a history (not a day of nulls that looks like a kiosk that sent nothing); a known one has.
+        status, _, body = get(dashboard.url + "/api/history?device=nobody")
+        assert status == 404 and json.loads(body) == {"error": "no such device"}
+        assert get(dashboard.url + "/api/history?device=" + quote(XSS))[0] == 200
 
         history = get_json(dashboard.url + "/api/history?range=hour&group=lobby-")
         assert len(history["t"]) == 60 and history["bucket_s"] == 60
@@ -267,6 +271,7 @@ def test_kiosks_a_restarted_broker_forgot_are_still_listed_as_unseen(broker, tmp
         [alert] = [a for a in fleet["alerts"] if a["device"] == "kiosk-gone"]
         assert alert["kind"] == "unseen" and "last offline, last seen" in alert["detail"]
         assert get(second.url + "/api/devices/kiosk-gone")[0] == 200
+        assert get(second.url + "/api/history?device=kiosk-gone")[0] == 200  # remembered: its history is there
         back = publisher(broker.port, "kiosk-gone")  # it comes back: known again, no alert
         try:
             wait_until(lambda: row(second, "kiosk-gone")["health"] == "online", 10, "the kiosk back online")

@@ -100,14 +100,16 @@ def test_kiosks_appear_go_offline_when_killed_and_the_chart_gains_points(broker,
                 pub.event(TrackEvent("face_appeared", track(emotion=("happy", "neutral")[i]), time.time()))
                 pub.state([track()] * (i + 1), time.time())
                 pub.stats(STATS)
-            browser.get(dash.url + "/kiosk/kiosk-b")  # before kiosk-b exists: its chart starts empty
-            wait_until(lambda: charted(browser) == 0, 15, "the empty emotion chart")
+            browser.get(dash.url + "/kiosk/kiosk-b")  # before kiosk-b exists: no history (404), the page says so
+            wait_until(lambda: js(browser, "return window.edged.historyStatus") == 404, 15, "the history's 404")
+            assert charted(browser) == -1 and browser.find_element("id", "unseen").is_displayed()
             kiosks = [kiosk(broker.port, name, tmp_path) for name in ("kiosk-a", "kiosk-b")]
             # The chart gains points as the real kiosk's events arrive (live: no reload).
             wait_until(lambda: charted(browser) >= 1, 40, "points in the emotion chart")
             assert js(browser, "return window.edged.updates") > 1
             assert js(browser, "return document.querySelectorAll('#events tbody tr').length") >= 1
             assert browser.find_element("css selector", "h1").text == "kiosk-b"
+            assert not browser.find_element("id", "unseen").is_displayed()  # seen now
 
             browser.get(dash.url + "/")
             wait_until(lambda: {name: status for name, status in table(browser).items()} == {

@@ -92,6 +92,11 @@ class Dashboard:
             snapshot["devices"] = self._rows(sorted(self.view.devices), now, self.view.alerts(now))
         return {"now": now, "broker": self.broker(), "full": True, **snapshot}
 
+    def knows(self, name: str) -> bool:
+        """Whether `name` was heard from since the dashboard started, or is remembered in its history."""
+        with self.feed.lock:
+            return name in self.view.devices
+
     def device(self, name: str, now: float) -> dict[str, Any] | None:
         """One device's row, its current faces and latest events (newest first); None when never seen."""
         with self.feed.lock:

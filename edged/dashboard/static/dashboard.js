@@ -262,11 +262,15 @@
     async function refresh() {
       const [info, history] = await Promise.all([
         fetch("/api/devices/" + name).then((r) => (r.ok ? r.json() : null)),
-        fetch("/api/history?range=" + range + "&device=" + name).then((r) => r.json()),
+        fetch("/api/history?range=" + range + "&device=" + name).then((r) => (r.ok ? r.json() : r.status)),
       ]);
-      emotionChart(history);
-      facesChart(history);
-      fpsChart(history);
+      // 404: a kiosk the dashboard has never seen has no history (the page says so); the charts come with its first message.
+      state.historyStatus = typeof history === "number" ? history : 200;
+      if (typeof history === "object") {
+        emotionChart(history);
+        facesChart(history);
+        fpsChart(history);
+      }
       if (info) {
         const tbody = document.querySelector("#events tbody");
         tbody.replaceChildren();
@@ -284,6 +288,8 @@
     let row = null;
     connect((update) => {
       if (!update.devices[device]) return;
+      const unseen = document.getElementById("unseen");
+      if (unseen) unseen.hidden = true;
       row = merged(row, update.devices[device], update.full);
       const facts = document.getElementById("facts");
       facts.replaceChildren();
