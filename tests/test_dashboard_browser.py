@@ -328,3 +328,42 @@ def test_on_a_phone_the_overview_is_cards_that_fit_and_bad_messages_are_counted(
         raw.close()
         for pub in pubs:
             pub.close()
+
+
+def _history_rows(workdir: Path, device: str, rows: list[tuple[int, int, int, float, int]]) -> None:
+    """A dashboard history file with `device` remembered and its (minute, happy, faces_sum, fps, camera_down) rows
+    (one state and one stats sample each)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    History(workdir / "history.sqlite3", 86_400).close(time.time())
+    with contextlib.closing(sqlite3.connect(workdir / "history.sqlite3")) as db, db:
+        db.executemany("INSERT INTO minutes (device, minute, happy, faces_sum, faces_n, fps_sum, fps_n, camera_down, "
+                       "stats_n) VALUES (?, ?, ?, ?, 1, ?, 1, ?, 1)", [(device, *r) for r in rows])
+        db.execute("INSERT INTO devices VALUES (?, ?, ?, 'online')", (device, time.time(), time.time()))
+
+
+LEGEND = """const u = window.edged.charts.emotions, i = arguments[0];
+return u.series.slice(1).map((s, k) => [u.data[k + 1][i], s.value(u, u.data[k + 1][i], k + 1, i)]);"""
+
+
+def test_no_data_is_a_gap_in_the_emotion_chart_not_zero(broker, browser, tmp_path):
+    # Two minutes with samples (one of them without events) in an hour of nothing: the emotion chart is drawn for
+    # those two only; before, every layer was 0 in every minute, as if the kiosk had been there seeing nobody.
+    workdir = tmp_path / "dashboard"
+    minute = int(time.time() // 60 * 60)
+    _history_rows(workdir, "lobby-gap", [(minute - 600, 3, 2, 15.0, 0), (minute - 540, 0, 1, 15.0, 0)])
+    with DashboardProcess(broker.port, workdir) as dash:
+        history = get_json(dash.url + "/api/history?device=lobby-gap")
+        events, empty = history["t"].index(minute - 600), history["t"].index(minute - 660)
+        for path in ("/kiosk/lobby-gap", "/trend?group=lobby-g"):
+            browser.get(dash.url + path)
+            wait_until(lambda: charted(browser) == 3, 15, f"the emotion chart of {path}")
+            layers = js(browser, "return window.edged.charts.emotions.data.slice(1).map(l => l.map(v => v === null))")
+            gaps = [i for i, gap in enumerate(layers[0]) if gap]
+            assert all(layer == layers[0] for layer in layers), path  # every layer has the same gaps
+            assert gaps == [i for i in range(len(history["t"])) if i not in (events, events + 1)], path
+            # The legend says "-" for a minute without a sample, a count (0 too) where there were samples.
+            assert {text for _, text in browser.execute_script(LEGEND, empty)} == {"-"}, path
+            shown = dict(zip(["neutral", "surprise", "sad", "happy", "fear", "disgust", "angry"],
+                             [text for _, text in browser.execute_script(LEGEND, events)], strict=True))
+            assert shown["happy"] == "3" and shown["sad"] == "0", (path, shown)
+            assert {text for _, text in browser.execute_script(LEGEND, events + 1)} == {"0"}, path

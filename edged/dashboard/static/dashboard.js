@@ -202,16 +202,17 @@
     window.addEventListener("resize", () => plot.setSize({ width: Math.max(300, box.clientWidth), height: 240 }));
     return plot;
   }
+  // A bucket with no sample at all is null in every emotion (nothing heard is not zero faces): a gap in every layer.
   function stacked(history) {
     const running = history.t.map(() => 0);
-    const layers = EMOTIONS.map((e) => history.emotions[e].map((v, i) => (running[i] += v)));
+    const layers = EMOTIONS.map((e) => history.emotions[e].map((v, i) => (v === null ? null : (running[i] += v))));
     return [history.t, ...layers.reverse()];  // the top of the stack first, so the smaller layers paint over it
   }
   function emotionChart(history) {
     const raw = EMOTIONS.slice().reverse().map((e) => history.emotions[e]);
     const series = EMOTIONS.slice().reverse().map((e, k) => ({
       label: e, stroke: COLOURS[e], fill: COLOURS[e], width: 1, paths: uPlot.paths.stepped({ align: 1 }),
-      value: (u, v, si, i) => (i === null || i === undefined ? "-" : String(state.emotionRaw[k][i] ?? 0)),
+      value: (u, v, si, i) => (i === null || i === undefined ? "-" : String(state.emotionRaw[k][i] ?? "-")),
     }));
     state.emotionRaw = raw;
     if (!state.charts.emotions) {
@@ -219,7 +220,7 @@
                                     [yAxis("y", "faces per bucket", { incrs: COUNTS })], { y: { range: fromZero } });
     }
     else state.charts.emotions.setData(stacked(history));
-    state.emotionEvents = raw.flat().reduce((a, b) => a + b, 0);
+    state.emotionEvents = raw.flat().reduce((a, b) => a + (b ?? 0), 0);
   }
   function lineChart(name, id, series, data, axes, scales) {
     if (!state.charts[name]) state.charts[name] = chart(id, series, data, axes, scales);
