@@ -367,3 +367,42 @@ def test_no_data_is_a_gap_in_the_emotion_chart_not_zero(broker, browser, tmp_pat
                              [text for _, text in browser.execute_script(LEGEND, events)], strict=True))
             assert shown["happy"] == "3" and shown["sad"] == "0", (path, shown)
             assert {text for _, text in browser.execute_script(LEGEND, events + 1)} == {"0"}, path
+
+
+# Pixels of a series' colour in a 15-pixel square of a chart's canvas around one of its values.
+MARKER = """const [name, si, i, colour] = arguments;
+const u = window.edged.charts[name], s = u.series[si];
+const x = Math.round(u.valToPos(u.data[0][i], "x", true)), y = Math.round(u.valToPos(u.data[si][i], s.scale, true));
+const rgb = [1, 3, 5].map((k) => parseInt(colour.slice(k, k + 2), 16));
+const pixels = u.ctx.getImageData(x - 7, y - 7, 15, 15).data;
+let n = 0;
+for (let p = 0; p < pixels.length; p += 4) {
+  if (pixels[p + 3] > 200 && rgb.every((c, k) => Math.abs(pixels[p + k] - c) < 40)) n += 1;
+}
+return n;"""
+
+COLOURS = {"faces": "#1a73e8", "fps": "#188038", "camera up": "#d93025", "happy": "#f9ab00", "angry": "#d93025"}
+
+
+def test_a_lone_bucket_is_visible_in_every_chart_of_the_day_view(broker, browser, tmp_path):
+    # 15 minutes of data 5 hours ago, nothing around it: one bucket of the day's 96, between gaps. uPlot draws no
+    # point markers at that density, and a value without a neighbour draws no line: the charts looked empty.
+    workdir = tmp_path / "dashboard"
+    bucket = int(time.time() // 900 * 900) - 5 * 3600
+    _history_rows(workdir, "lobby-lone", [(bucket + 60 * m, 1, 2, 15.0, 0) for m in range(15)])
+    with DashboardProcess(broker.port, workdir) as dash:
+        history = get_json(dash.url + "/api/history?range=day&device=lobby-lone")
+        i = history["t"].index(bucket)
+        assert len(history["t"]) == 96 and history["faces"][i - 1:i + 2] == [None, 2, None]
+        for path, charts in (("/kiosk/lobby-lone?range=day", ("emotions", "faces", "fps")),
+                             ("/trend?group=lobby-l&range=day", ("emotions", "faces"))):
+            browser.get(dash.url + path)
+            wait_until(lambda c=charts: charted(browser) == 15 and set(js(browser, "return Object.keys(window.edged."
+                                                                        "charts)")) == set(c), 15, f"the charts of {path}")
+            time.sleep(0.3)  # drawn
+            for name in charts:
+                labels = js(browser, f"return window.edged.charts[{name!r}].series.map(s => s.label)")
+                shown = {label: browser.execute_script(MARKER, name, si, i, COLOURS[label])
+                         for si, label in enumerate(labels) if label in COLOURS}
+                assert shown and all(n >= 8 for n in shown.values()), (path, name, shown)
+            screenshot(browser, "lone-" + path.split("/")[1].split("?")[0], tmp_path)

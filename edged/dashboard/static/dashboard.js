@@ -203,6 +203,21 @@
     return plot;
   }
   // A bucket with no sample at all is null in every emotion (nothing heard is not zero faces): a gap in every layer.
+  // A value with no neighbour draws no line (linear: none on either side; stepped, which holds a value until the next
+  // one: none after it), and uPlot leaves point markers out on a dense chart (the day's 96 buckets): such a value was
+  // invisible, a lone bucket of data an empty chart. Markers go exactly there, a filled dot, on every chart and range.
+  function lonePoints(stepped, colour) {
+    const given = (v) => v !== null && v !== undefined;
+    return { show: false, size: 7, fill: colour, filter: (u, si) => {
+      const values = u.data[si], lone = [];
+      for (let i = 0; i < values.length; i++) {
+        if (!given(values[i])) continue;
+        const after = given(values[i + 1]), before = i > 0 && given(values[i - 1]);
+        if (stepped ? !after : !(before || after)) lone.push(i);
+      }
+      return lone.length ? lone : null;
+    } };
+  }
   function stacked(history) {
     const running = history.t.map(() => 0);
     const layers = EMOTIONS.map((e) => history.emotions[e].map((v, i) => (v === null ? null : (running[i] += v))));
@@ -211,7 +226,7 @@
   function emotionChart(history) {
     const raw = EMOTIONS.slice().reverse().map((e) => history.emotions[e]);
     const series = EMOTIONS.slice().reverse().map((e, k) => ({
-      label: e, stroke: COLOURS[e], fill: COLOURS[e], width: 1, paths: uPlot.paths.stepped({ align: 1 }),
+      label: e, stroke: COLOURS[e], fill: COLOURS[e], width: 1, paths: uPlot.paths.stepped({ align: 1 }), points: lonePoints(true, COLOURS[e]),
       value: (u, v, si, i) => (i === null || i === undefined ? "-" : String(state.emotionRaw[k][i] ?? "-")),
     }));
     state.emotionRaw = raw;
@@ -227,7 +242,7 @@
     else state.charts[name].setData(data);
   }
   function facesChart(history) {
-    lineChart("faces", "chart-faces", [{ label: "faces", stroke: "#1a73e8", width: 2, spanGaps: false }],
+    lineChart("faces", "chart-faces", [{ label: "faces", stroke: "#1a73e8", width: 2, spanGaps: false, points: lonePoints(false, "#1a73e8") }],
               [history.t, history.faces], [yAxis("y", "faces in view")], { y: { range: fromZero } });
   }
   // fps on the left; the camera on its own axis on the right, down (0) to up (1): a bucket's share of stats saying up.
@@ -235,8 +250,8 @@
     const camera = { grid: { show: false }, side: 1, size: 56, splits: () => [0, 1],
                      values: (u, splits) => splits.map((v) => (v === 1 ? "up" : v === 0 ? "down" : "")) };
     lineChart("fps", "chart-fps",
-              [{ label: "fps", stroke: "#188038", width: 2, scale: "fps" },
-               { label: "camera up", stroke: "#d93025", width: 2, scale: "camera",
+              [{ label: "fps", stroke: "#188038", width: 2, scale: "fps", points: lonePoints(false, "#188038") },
+               { label: "camera up", stroke: "#d93025", width: 2, scale: "camera", points: lonePoints(false, "#d93025"),
                  value: (u, v) => (v === null || v === undefined ? "-" : Math.round(v * 100) + "% of the time") }],
               [history.t, history.fps, history.camera_ok],
               [yAxis("fps", "fps"), yAxis("camera", "camera", camera)],
