@@ -406,3 +406,53 @@ def test_a_lone_bucket_is_visible_in_every_chart_of_the_day_view(broker, browser
                          for si, label in enumerate(labels) if label in COLOURS}
                 assert shown and all(n >= 8 for n in shown.values()), (path, name, shown)
             screenshot(browser, "lone-" + path.split("/")[1].split("?")[0], tmp_path)
+
+
+def covers(driver) -> tuple[str, list[tuple[str, str]], bool]:
+    """The trend page's line on the kiosks it covers: (its text, [(link text, href)], whether it is the warning)."""
+    return js(driver, "const p = document.getElementById('covers'); return [p.textContent, [...p.querySelectorAll('a')]"
+                      ".map(a => [a.textContent, a.getAttribute('href')]), p.classList.contains('none')]")
+
+
+def test_the_trend_page_says_which_kiosks_it_covers_and_when_none_match(broker, browser, tmp_path):
+    workdir = tmp_path / "dashboard"
+    minute = int(time.time() // 60 * 60)
+    for name in ("lobby-1", "lobby-2"):
+        _history_rows(workdir, name, [(minute - 120, 1, 1, 15.0, 0)])
+    hall = [f"hall-{n:02}" for n in range(13)]
+    with contextlib.closing(sqlite3.connect(workdir / "history.sqlite3")) as db, db:
+        db.executemany("INSERT INTO devices VALUES (?, ?, ?, 'online')", [(n, time.time(), time.time()) for n in hall])
+    pub = publisher(broker.port, XSS)  # one heard live, with markup in its id
+    try:
+        with DashboardProcess(broker.port, workdir) as dash:
+            pub.stats(STATS)
+            wait_until(lambda: row(dash, XSS).get("fps"), 10, "the live kiosk")
+            assert get_json(dash.url + "/api/history?group=lobby-")["devices"] == ["lobby-1", "lobby-2"]
+            assert get_json(dash.url + "/api/history?group=")["devices"] == sorted([XSS, "lobby-1", "lobby-2", *hall])
+            assert get_json(dash.url + "/api/history?group=%3Cimg")["devices"] == [XSS]
+            assert get_json(dash.url + "/api/history?device=lobby-1")["devices"] == ["lobby-1"]
+            nobody = get_json(dash.url + "/api/history?group=cafe-")
+            assert nobody["devices"] == [] and nobody["faces"] == [None] * 60
+
+            browser.get(dash.url + "/trend?group=lobby-")
+            wait_until(lambda: covers(browser)[0], 15, "the kiosks covered")
+            assert covers(browser) == ["2 kiosks: lobby-1, lobby-2", [["lobby-1", "/kiosk/lobby-1"],
+                                                                     ["lobby-2", "/kiosk/lobby-2"]], False]
+            browser.get(dash.url + "/trend?group=%3Cimg")
+            wait_until(lambda: covers(browser)[0], 15, "the kiosk covered")
+            assert covers(browser) == [f"1 kiosk: {XSS}", [[XSS, "/kiosk/" + quote(XSS, safe="()")]], False]
+            assert js(browser, "return document.querySelectorAll('main img').length") == 0
+            browser.get(dash.url + "/trend?group=hall-")  # too many to name: counted
+            wait_until(lambda: covers(browser)[0], 15, "the kiosks covered")
+            assert covers(browser) == ["13 kiosks (the fleet page lists them)", [], False]
+            browser.get(dash.url + "/trend")
+            wait_until(lambda: covers(browser)[0], 15, "the fleet covered")
+            assert covers(browser)[0] == "the whole fleet: 16 kiosks (the fleet page lists them)"
+            browser.get(dash.url + "/trend?group=cafe-")
+            wait_until(lambda: covers(browser)[0], 15, "the note")
+            text, links, warning = covers(browser)
+            assert links == []
+            assert text.startswith("No kiosk's id starts with \u201ccafe-\u201d: the charts stay empty") and warning
+            assert browser.find_element("id", "covers").is_displayed()
+    finally:
+        pub.close()

@@ -74,9 +74,10 @@ def create_app(dashboard: Dashboard) -> Starlette:
         device = request.query_params.get("device")
         if device is not None and not dashboard.knows(device):  # as /api/devices/<device>: not an empty history
             return JSONResponse({"error": "no such device"}, 404)
-        series = dashboard.history.series(time.time(), span, bucket, device=device,
-                                          group=request.query_params.get("group", ""))
-        return JSONResponse({"range": chosen, "device": device, **series}, headers=NO_STORE)
+        group = request.query_params.get("group", "")
+        series = dashboard.history.series(time.time(), span, bucket, device=device, group=group)
+        covered = [device] if device is not None else dashboard.devices_in(group)  # what the trend page names
+        return JSONResponse({"range": chosen, "device": device, "devices": covered, **series}, headers=NO_STORE)
 
     async def live(request: Request) -> Response:
         queue = dashboard.listen()

@@ -327,11 +327,30 @@
   }
 
   // ---- the fleet's trend (all kiosks, or those whose id starts with a prefix)
+  const NAMED = 12;  // a group of up to this many kiosks is named, each a link to its page; a bigger one is counted
+  function covers(ids) {
+    const said = document.getElementById("covers"), prefix = body.dataset.group || "";
+    said.replaceChildren();
+    said.classList.toggle("none", !ids.length);
+    if (!ids.length) {
+      said.textContent = (prefix ? "No kiosk's id starts with \u201c" + prefix + "\u201d" : "No kiosk seen yet") +
+        ": the charts stay empty until one is heard from (the fleet page lists every kiosk the dashboard knows).";
+      return;
+    }
+    said.append((prefix ? "" : "the whole fleet: ") + plural(ids.length, "kiosk", "kiosks") + (ids.length <= NAMED ? ": " : " (the fleet page lists them)"));
+    if (ids.length > NAMED) return;
+    ids.forEach((id, k) => {
+      const link = el("a", null, id);
+      link.href = "/kiosk/" + encodeURIComponent(id);
+      said.append(...(k ? [", ", link] : [link]));
+    });
+  }
   function trend() {
     markRange();
     const group = encodeURIComponent(body.dataset.group || "");
     async function refresh() {
       const history = await fetch("/api/history?range=" + range + "&group=" + group).then((r) => r.json());
+      covers(history.devices);
       emotionChart(history);
       facesChart(history);
     }
