@@ -405,7 +405,6 @@ def test_a_lone_bucket_is_visible_in_every_chart_of_the_day_view(broker, browser
                 shown = {label: browser.execute_script(MARKER, name, si, i, COLOURS[label])
                          for si, label in enumerate(labels) if label in COLOURS}
                 assert shown and all(n >= 8 for n in shown.values()), (path, name, shown)
-            screenshot(browser, "lone-" + path.split("/")[1].split("?")[0], tmp_path)
 
 
 def covers(driver) -> tuple[str, list[tuple[str, str]], bool]:
