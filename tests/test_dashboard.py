@@ -173,10 +173,18 @@ def test_the_api_shows_kiosks_their_health_and_history(broker, dashboard):
         device = get_json(dashboard.url + "/api/devices/" + quote(XSS))
         assert device["device"] == XSS and [e["type"] for e in device["events"]] == ["emotion_changed", "face_appeared"]
         assert get(dashboard.url + "/api/devices/nobody")[0] == 404
+        # Nor has it a history (not a day of nulls that looks like a kiosk that sent nothing); a known one has.
+        status, _, body = get(dashboard.url + "/api/history?device=nobody")
+        assert status == 404 and json.loads(body) == {"error": "no such device"}
+        assert get(dashboard.url + "/api/history?device=" + quote(XSS))[0] == 200
 
         history = get_json(dashboard.url + "/api/history?range=hour&group=lobby-")
         assert len(history["t"]) == 60 and history["bucket_s"] == 60
-        assert sum(history["emotions"]["happy"]) == 2 and sum(history["emotions"]["sad"]) == 2  # lobby-1 and lobby-2
+        assert [sum(n or 0 for n in history["emotions"][e]) for e in ("happy", "sad")] == [2, 2]  # lobby-1 and -2
+        # The minutes before the kiosks existed have no sample: null, not zero events (the chart shows a gap).
+        assert all(history["emotions"][e][:-2] == [None] * 58 for e in history["emotions"]), history["emotions"]
+        heard = -2 if history["faces"][-2] is not None else -1
+        assert history["emotions"]["angry"][heard] == 0  # heard from, no angry face: zero
         assert get(dashboard.url + "/api/history?range=year")[0] == 400
         assert get(dashboard.url + "/favicon.ico")[0] == 204  # no icon, and no 404 in a browser's console
     finally:
@@ -240,7 +248,7 @@ def test_history_survives_a_restart_and_sigterm_exits_0(broker, tmp_path):
     # Events are not retained: after the restart they can only come from the database.
     with DashboardProcess(broker.port, workdir) as second:
         history = get_json(second.url + "/api/history?range=day&device=kiosk-r")
-        assert history["bucket_s"] == 900 and sum(history["emotions"]["surprise"]) == 5
+        assert history["bucket_s"] == 900 and sum(n or 0 for n in history["emotions"]["surprise"]) == 5
         # The device itself comes back from its retained status and state, once the broker has sent them.
         wait_until(lambda: get(second.url + "/api/devices/kiosk-r")[0] == 200, 10, "kiosk-r from retained messages")
         assert get_json(second.url + "/api/devices/kiosk-r")["row"]["seq"]["events"]["last"] is None
@@ -279,6 +287,7 @@ def test_kiosks_a_restarted_broker_forgot_are_still_listed_as_unseen_and_retired
         [alert] = [a for a in fleet["alerts"] if a["device"] == "kiosk-gone"]
         assert alert["kind"] == "unseen" and "last offline, last seen" in alert["detail"]
         assert get(second.url + "/api/devices/kiosk-gone")[0] == 200
+        assert get(second.url + "/api/history?device=kiosk-gone")[0] == 200  # remembered: its history is there
         back = publisher(broker.port, "kiosk-gone")  # it comes back: known again, no alert
         try:
             wait_until(lambda: row(second, "kiosk-gone")["health"] == "online", 10, "the kiosk back online")
@@ -313,18 +322,24 @@ def test_history_buckets_prunes_after_the_retention_and_distrusts_device_clocks(
     history.record(_event("b", 1, now, "angry"), now)
     history.record(State(device="a", ts=utc_iso(now), seq=1, faces=[]), now)
     history.record(_stats("a", 1, camera_ok=False), now)
+    history.record(State(device="a", ts=utc_iso(now - 240), seq=2, faces=[]), now - 240)  # heard, no event
     series = history.series(now, 3600, 60, device="a")
     assert series["t"][-1] == 1_800_000_000 and len(series["t"]) == 60
     assert series["emotions"]["happy"][-1] == 2 and series["emotions"]["sad"][-3] == 1
     assert series["faces"][-1] == 0 and series["fps"][-1] == STATS["fps"] and series["camera_ok"][-1] == 0
-    assert series["faces"][-2] is None  # no sample is not zero faces
-    assert sum(history.series(now, 3600, 60)["emotions"]["angry"]) == 1  # the fleet: group ""
+    assert series["faces"][-2] is None  # no sample is not zero faces...
+    assert all(series["emotions"][e][-2] is None for e in series["emotions"])  # ...nor zero events
+    assert series["emotions"]["happy"][-3] == 0  # an event of another emotion: a sample, so zero happy
+    assert series["emotions"]["happy"][-5] == 0 and series["faces"][-5] == 0  # a state alone: zero events
+    assert series["emotions"]["happy"][:-5] == [None] * 55
+    fleet = history.series(now, 3600, 60)["emotions"]["angry"]  # the fleet: group ""
+    assert fleet[-1] == 1 and fleet[-2] is None and fleet[-3] == 0
     history.close(now)
 
     reopened = History(tmp_path / "h.sqlite3", retention_s=60)  # a shorter retention after a restart
-    assert reopened.rows() == 3
+    assert reopened.rows() == 4
     reopened.flush(now)
-    assert reopened.rows() == 2  # the minute of the replayed event is gone; a's and b's current minute remain
+    assert reopened.rows() == 2  # the replayed event's and the lone state's minutes are gone; the current ones remain
     reopened.flush(now + 3600)
     assert reopened.rows() == 0
     reopened.close(now)
@@ -428,11 +443,28 @@ def test_a_token_or_a_user_is_required_and_nothing_can_be_changed(broker, tmp_pa
         assert status == 401 and headers["Content-Type"].startswith("text/html")
         assert "open /?token=&lt;the token&gt; once" in page and "Authorization: Bearer &lt;the token&gt;" in page
         assert "<script>" not in page and "<b>" not in page and "wrong" not in page and "docs/" not in page
+        # A link with a token that is not the token says so first (without the token it carried), then how to log in.
+        assert "the token in the link (?token=) was refused" in page
+        near_miss = TOKEN[:-1] + "X"
+        html_accept = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+        for path in (f"/?token={near_miss}", f"/kiosk/x?range=day&token={near_miss}", "/?token="):
+            status, headers, body = get(dash.url + path, html_accept)
+            page = body.decode()
+            assert status == 401 and headers["Content-Type"].startswith("text/html"), path
+            assert '<p id="refused"><strong>the token in the link (?token=) was refused' in page, path
+            assert near_miss not in page and TOKEN not in page and "open /?token=&lt;the token&gt; once" in page, path
+        status, headers, body = get(dash.url + f"/api/fleet?token={near_miss}")
+        assert status == 401 and body.decode().startswith("unauthorised: the token in the link (?token=) was refused")
+        assert near_miss not in body.decode()
+        # Without a token in the link, nothing was refused: the plain page and text.
+        assert "refused" not in get(dash.url + "/", html_accept)[2].decode()
         status, headers, body = get(dash.url + "/api/fleet")
         assert status == 401 and headers["Content-Type"].startswith("text/plain")
         assert body.decode() == ("unauthorised: log in with a browser: open /?token=<the token> once "
                                  "(EDGED_DASHBOARD__TOKEN); a cookie keeps you logged in; or a program (Prometheus, "
                                  "curl): the header Authorization: Bearer <the token>\n")
+        # The right token in the link still wins over nothing else given, and a cookie over a stale link.
+        assert get(dash.url + f"/api/fleet?token={near_miss}", {"Cookie": cookie})[0] == 200
 
     user = {"EDGED_DASHBOARD__USERNAME": "ops", "EDGED_DASHBOARD__PASSWORD": "long-password"}
     with DashboardProcess(broker.port, tmp_path / "basic", EDGED_DASHBOARD__HOST="0.0.0.0", **user) as dash:

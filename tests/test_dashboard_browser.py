@@ -100,14 +100,16 @@ def test_kiosks_appear_go_offline_when_killed_and_the_chart_gains_points(broker,
                 pub.event(TrackEvent("face_appeared", track(emotion=("happy", "neutral")[i]), time.time()))
                 pub.state([track()] * (i + 1), time.time())
                 pub.stats(STATS)
-            browser.get(dash.url + "/kiosk/kiosk-b")  # before kiosk-b exists: its chart starts empty
-            wait_until(lambda: charted(browser) == 0, 15, "the empty emotion chart")
+            browser.get(dash.url + "/kiosk/kiosk-b")  # before kiosk-b exists: no history (404), the page says so
+            wait_until(lambda: js(browser, "return window.edged.historyStatus") == 404, 15, "the history's 404")
+            assert charted(browser) == -1 and browser.find_element("id", "unseen").is_displayed()
             kiosks = [kiosk(broker.port, name, tmp_path) for name in ("kiosk-a", "kiosk-b")]
             # The chart gains points as the real kiosk's events arrive (live: no reload).
             wait_until(lambda: charted(browser) >= 1, 40, "points in the emotion chart")
             assert js(browser, "return window.edged.updates") > 1
             assert js(browser, "return document.querySelectorAll('#events tbody tr').length") >= 1
             assert browser.find_element("css selector", "h1").text == "kiosk-b"
+            assert not browser.find_element("id", "unseen").is_displayed()  # seen now
 
             browser.get(dash.url + "/")
             wait_until(lambda: {name: status for name, status in table(browser).items()} == {
@@ -334,3 +336,130 @@ def test_on_a_phone_the_overview_is_cards_that_fit_and_bad_messages_are_counted(
         raw.close()
         for pub in pubs:
             pub.close()
+
+
+def _history_rows(workdir: Path, device: str, rows: list[tuple[int, int, int, float, int]]) -> None:
+    """A dashboard history file with `device` remembered and its (minute, happy, faces_sum, fps, camera_down) rows
+    (one state and one stats sample each)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    History(workdir / "history.sqlite3", 86_400).close(time.time())
+    with contextlib.closing(sqlite3.connect(workdir / "history.sqlite3")) as db, db:
+        db.executemany("INSERT INTO minutes (device, minute, happy, faces_sum, faces_n, fps_sum, fps_n, camera_down, "
+                       "stats_n) VALUES (?, ?, ?, ?, 1, ?, 1, ?, 1)", [(device, *r) for r in rows])
+        db.execute("INSERT INTO devices VALUES (?, ?, ?, 'online')", (device, time.time(), time.time()))
+
+
+LEGEND = """const u = window.edged.charts.emotions, i = arguments[0];
+return u.series.slice(1).map((s, k) => [u.data[k + 1][i], s.value(u, u.data[k + 1][i], k + 1, i)]);"""
+
+
+def test_no_data_is_a_gap_in_the_emotion_chart_not_zero(broker, browser, tmp_path):
+    # Two minutes with samples (one of them without events) in an hour of nothing: the emotion chart is drawn for
+    # those two only; before, every layer was 0 in every minute, as if the kiosk had been there seeing nobody.
+    workdir = tmp_path / "dashboard"
+    minute = int(time.time() // 60 * 60)
+    _history_rows(workdir, "lobby-gap", [(minute - 600, 3, 2, 15.0, 0), (minute - 540, 0, 1, 15.0, 0)])
+    with DashboardProcess(broker.port, workdir) as dash:
+        history = get_json(dash.url + "/api/history?device=lobby-gap")
+        events, empty = history["t"].index(minute - 600), history["t"].index(minute - 660)
+        for path in ("/kiosk/lobby-gap", "/trend?group=lobby-g"):
+            browser.get(dash.url + path)
+            wait_until(lambda: charted(browser) == 3, 15, f"the emotion chart of {path}")
+            layers = js(browser, "return window.edged.charts.emotions.data.slice(1).map(l => l.map(v => v === null))")
+            gaps = [i for i, gap in enumerate(layers[0]) if gap]
+            assert all(layer == layers[0] for layer in layers), path  # every layer has the same gaps
+            assert gaps == [i for i in range(len(history["t"])) if i not in (events, events + 1)], path
+            # The legend says "-" for a minute without a sample, a count (0 too) where there were samples.
+            assert {text for _, text in browser.execute_script(LEGEND, empty)} == {"-"}, path
+            shown = dict(zip(["neutral", "surprise", "sad", "happy", "fear", "disgust", "angry"],
+                             [text for _, text in browser.execute_script(LEGEND, events)], strict=True))
+            assert shown["happy"] == "3" and shown["sad"] == "0", (path, shown)
+            assert {text for _, text in browser.execute_script(LEGEND, events + 1)} == {"0"}, path
+
+
+# Pixels of a series' colour in a 15-pixel square of a chart's canvas around one of its values.
+MARKER = """const [name, si, i, colour] = arguments;
+const u = window.edged.charts[name], s = u.series[si];
+const x = Math.round(u.valToPos(u.data[0][i], "x", true)), y = Math.round(u.valToPos(u.data[si][i], s.scale, true));
+const rgb = [1, 3, 5].map((k) => parseInt(colour.slice(k, k + 2), 16));
+const pixels = u.ctx.getImageData(x - 7, y - 7, 15, 15).data;
+let n = 0;
+for (let p = 0; p < pixels.length; p += 4) {
+  if (pixels[p + 3] > 200 && rgb.every((c, k) => Math.abs(pixels[p + k] - c) < 40)) n += 1;
+}
+return n;"""
+
+COLOURS = {"faces": "#1a73e8", "fps": "#188038", "camera up": "#d93025", "happy": "#f9ab00", "angry": "#d93025"}
+
+
+def test_a_lone_bucket_is_visible_in_every_chart_of_the_day_view(broker, browser, tmp_path):
+    # 15 minutes of data 5 hours ago, nothing around it: one bucket of the day's 96, between gaps. uPlot draws no
+    # point markers at that density, and a value without a neighbour draws no line: the charts looked empty.
+    workdir = tmp_path / "dashboard"
+    bucket = int(time.time() // 900 * 900) - 5 * 3600
+    _history_rows(workdir, "lobby-lone", [(bucket + 60 * m, 1, 2, 15.0, 0) for m in range(15)])
+    with DashboardProcess(broker.port, workdir) as dash:
+        history = get_json(dash.url + "/api/history?range=day&device=lobby-lone")
+        i = history["t"].index(bucket)
+        assert len(history["t"]) == 96 and history["faces"][i - 1:i + 2] == [None, 2, None]
+        for path, charts in (("/kiosk/lobby-lone?range=day", ("emotions", "faces", "fps")),
+                             ("/trend?group=lobby-l&range=day", ("emotions", "faces"))):
+            browser.get(dash.url + path)
+            wait_until(lambda c=charts: charted(browser) == 15 and set(js(browser, "return Object.keys(window.edged."
+                                                                        "charts)")) == set(c), 15, f"the charts of {path}")
+            time.sleep(0.3)  # drawn
+            for name in charts:
+                labels = js(browser, f"return window.edged.charts[{name!r}].series.map(s => s.label)")
+                shown = {label: browser.execute_script(MARKER, name, si, i, COLOURS[label])
+                         for si, label in enumerate(labels) if label in COLOURS}
+                assert shown and all(n >= 8 for n in shown.values()), (path, name, shown)
+
+
+def covers(driver) -> tuple[str, list[tuple[str, str]], bool]:
+    """The trend page's line on the kiosks it covers: (its text, [(link text, href)], whether it is the warning)."""
+    return js(driver, "const p = document.getElementById('covers'); return [p.textContent, [...p.querySelectorAll('a')]"
+                      ".map(a => [a.textContent, a.getAttribute('href')]), p.classList.contains('none')]")
+
+
+def test_the_trend_page_says_which_kiosks_it_covers_and_when_none_match(broker, browser, tmp_path):
+    workdir = tmp_path / "dashboard"
+    minute = int(time.time() // 60 * 60)
+    for name in ("lobby-1", "lobby-2"):
+        _history_rows(workdir, name, [(minute - 120, 1, 1, 15.0, 0)])
+    hall = [f"hall-{n:02}" for n in range(13)]
+    with contextlib.closing(sqlite3.connect(workdir / "history.sqlite3")) as db, db:
+        db.executemany("INSERT INTO devices VALUES (?, ?, ?, 'online')", [(n, time.time(), time.time()) for n in hall])
+    pub = publisher(broker.port, XSS)  # one heard live, with markup in its id
+    try:
+        with DashboardProcess(broker.port, workdir) as dash:
+            pub.stats(STATS)
+            wait_until(lambda: row(dash, XSS).get("fps"), 10, "the live kiosk")
+            assert get_json(dash.url + "/api/history?group=lobby-")["devices"] == ["lobby-1", "lobby-2"]
+            assert get_json(dash.url + "/api/history?group=")["devices"] == sorted([XSS, "lobby-1", "lobby-2", *hall])
+            assert get_json(dash.url + "/api/history?group=%3Cimg")["devices"] == [XSS]
+            assert get_json(dash.url + "/api/history?device=lobby-1")["devices"] == ["lobby-1"]
+            nobody = get_json(dash.url + "/api/history?group=cafe-")
+            assert nobody["devices"] == [] and nobody["faces"] == [None] * 60
+
+            browser.get(dash.url + "/trend?group=lobby-")
+            wait_until(lambda: covers(browser)[0], 15, "the kiosks covered")
+            assert covers(browser) == ["2 kiosks: lobby-1, lobby-2", [["lobby-1", "/kiosk/lobby-1"],
+                                                                     ["lobby-2", "/kiosk/lobby-2"]], False]
+            browser.get(dash.url + "/trend?group=%3Cimg")
+            wait_until(lambda: covers(browser)[0], 15, "the kiosk covered")
+            assert covers(browser) == [f"1 kiosk: {XSS}", [[XSS, "/kiosk/" + quote(XSS, safe="()")]], False]
+            assert js(browser, "return document.querySelectorAll('main img').length") == 0
+            browser.get(dash.url + "/trend?group=hall-")  # too many to name: counted
+            wait_until(lambda: covers(browser)[0], 15, "the kiosks covered")
+            assert covers(browser) == ["13 kiosks (the fleet page lists them)", [], False]
+            browser.get(dash.url + "/trend")
+            wait_until(lambda: covers(browser)[0], 15, "the fleet covered")
+            assert covers(browser)[0] == "the whole fleet: 16 kiosks (the fleet page lists them)"
+            browser.get(dash.url + "/trend?group=cafe-")
+            wait_until(lambda: covers(browser)[0], 15, "the note")
+            text, links, warning = covers(browser)
+            assert links == []
+            assert text.startswith("No kiosk's id starts with \u201ccafe-\u201d: the charts stay empty") and warning
+            assert browser.find_element("id", "covers").is_displayed()
+    finally:
+        pub.close()

@@ -51,8 +51,7 @@ def create_app(dashboard: Dashboard) -> Starlette:
 
     async def kiosk(request: Request) -> Response:
         device = request.path_params["device"]
-        return page(request, "kiosk.html", title=device, device=device,
-                    known=dashboard.device(device, time.time()) is not None)
+        return page(request, "kiosk.html", title=device, device=device, known=dashboard.knows(device))
 
     async def trend(request: Request) -> Response:
         group = request.query_params.get("group", "")
@@ -73,9 +72,12 @@ def create_app(dashboard: Dashboard) -> Starlette:
             return JSONResponse({"error": f"range must be one of {', '.join(RANGES)}"}, 400)
         span, bucket = RANGES[chosen]
         device = request.query_params.get("device")
-        series = dashboard.history.series(time.time(), span, bucket, device=device,
-                                          group=request.query_params.get("group", ""))
-        return JSONResponse({"range": chosen, "device": device, **series}, headers=NO_STORE)
+        if device is not None and not dashboard.knows(device):  # as /api/devices/<device>: not an empty history
+            return JSONResponse({"error": "no such device"}, 404)
+        group = request.query_params.get("group", "")
+        series = dashboard.history.series(time.time(), span, bucket, device=device, group=group)
+        covered = [device] if device is not None else dashboard.devices_in(group)  # what the trend page names
+        return JSONResponse({"range": chosen, "device": device, "devices": covered, **series}, headers=NO_STORE)
 
     async def live(request: Request) -> Response:
         queue = dashboard.listen()

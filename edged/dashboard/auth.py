@@ -36,11 +36,17 @@ _LOGIN_PAGE = """<!doctype html>
 <link rel="icon" href="data:,"><title>log in · edged dashboard</title></head>
 <body style="font: 16px/1.5 system-ui, sans-serif; max-width: 40em; margin: 2em auto; padding: 0 1em">
 <h1>edged dashboard: log in</h1>
-<p>This dashboard needs credentials. Log in with</p>
+{refused}<p>This dashboard needs credentials. Log in with</p>
 <ul>{ways}</ul>
 <p>Ask whoever runs the dashboard for them (<code>edged dashboard --help</code> tells how they are set).</p>
 </body></html>
 """
+
+
+# Said first when the request carried ?token= and it was not the token (the token itself is never repeated: it may
+# be a near miss of the real one, and the page may end up in a screenshot or a proxy's cache).
+REFUSED_LINK = ("the token in the link (?token=) was refused: it is not this dashboard's token (EDGED_DASHBOARD__TOKEN); "
+                "check the link, or ask for the current one")
 
 
 def login_ways(token: bool, user: bool) -> list[str]:
@@ -91,7 +97,11 @@ class Guard:
             self.user = (settings.username.encode(), settings.password.get_secret_value().encode())
         ways = login_ways(self.token is not None, self.user is not None)
         self.how_text = "unauthorised: log in with " + "; or ".join(ways) + "\n"
-        self.how_html = _LOGIN_PAGE.format(ways="".join(f"<li>{html.escape(way)}</li>" for way in ways))
+        items = "".join(f"<li>{html.escape(way)}</li>" for way in ways)
+        self.how_html = _LOGIN_PAGE.format(refused="", ways=items)
+        self.refused_text = f"unauthorised: {REFUSED_LINK}. Log in with " + "; or ".join(ways) + "\n"
+        self.refused_html = _LOGIN_PAGE.format(refused=f'<p id="refused"><strong>{html.escape(REFUSED_LINK)}.</strong></p>\n',
+                                               ways=items)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -123,13 +133,14 @@ class Guard:
             return None
         headers = headers_of(scope)
         scheme, _, credentials = headers.get("authorization", b"").decode("latin-1").partition(" ")
+        query = QueryParams(scope.get("query_string", b"").decode("latin-1"))
         if self.token is not None:
             if scheme.lower() == "bearer" and hmac.compare_digest(credentials.encode(), self.token):
                 return None
             if self._has_cookie(scope):
                 return None
-            query = QueryParams(scope.get("query_string", b"").decode("latin-1"))
-            if hmac.compare_digest(query.get("token", "").encode(), self.token):
+            link = query.get("token")
+            if link is not None and hmac.compare_digest(link.encode(), self.token):
                 # Into a cookie, and the token out of the address bar (and the browser's history).
                 rest = str(QueryParams([(k, v) for k, v in query.multi_items() if k != "token"]))
                 response = RedirectResponse(quote(scope["path"]) + (f"?{rest}" if rest else ""), 303)
@@ -146,9 +157,10 @@ class Guard:
                 return None
         challenge = 'Basic realm="edged dashboard", charset="UTF-8"' if self.user else 'Bearer realm="edged dashboard"'
         headers = {"WWW-Authenticate": challenge, "Cache-Control": "no-store"}
+        refused = self.token is not None and "token" in query
         if b"text/html" in headers_of(scope).get("accept", b""):  # a browser
-            return HTMLResponse(self.how_html, 401, headers)
-        return PlainTextResponse(self.how_text, 401, headers)
+            return HTMLResponse(self.refused_html if refused else self.how_html, 401, headers)
+        return PlainTextResponse(self.refused_text if refused else self.how_text, 401, headers)
 
 
 def headers_of(scope: Scope) -> dict[str, bytes]:

@@ -175,7 +175,9 @@ class History:
         """Buckets of `bucket_s` seconds over the last `span_s` seconds, of `device` or of every device whose id
         starts with `group` ("" = the whole fleet): {"t": [bucket start, UTC epoch s], "emotions": {label: [events]},
         "faces": [mean faces in view or None], "fps": [mean fps or None], "camera_ok": [share 0-1 or None]}.
-        Every bucket is there, empty ones with zero events and None samples."""
+        Every bucket is there. One with no sample at all (no event counted, no state, no stats) is None in every list,
+        emotions too: nothing was heard, which is not zero faces (before a kiosk or the dashboard existed, while it
+        was down); one with samples but no events has zero events."""
         self.flush(now)
         first = int((now - span_s) // bucket_s * bucket_s) + bucket_s
         starts = list(range(first, int(now // bucket_s * bucket_s) + 1, bucket_s))
@@ -191,7 +193,7 @@ class History:
         for start in starts:
             row = by_start.get(start)
             for emotion in EMOTIONS:
-                out["emotions"][emotion].append(int(row[emotion]) if row else 0)
+                out["emotions"][emotion].append(int(row[emotion]) if row else None)
             out["faces"].append(_mean(row, "faces_sum", "faces_n"))
             out["fps"].append(_mean(row, "fps_sum", "fps_n"))
             down = _mean(row, "camera_down", "stats_n")

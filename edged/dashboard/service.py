@@ -94,6 +94,17 @@ class Dashboard:
             snapshot["devices"] = self._rows(sorted(self.view.devices), now, self.view.alerts(now))
         return {"now": now, "broker": self.broker(), "full": True, **snapshot}
 
+    def devices_in(self, group: str) -> list[str]:
+        """The ids of the kiosks the dashboard knows (heard from since it started, or remembered in its history) that
+        start with `group` ("" = all), sorted."""
+        with self.feed.lock:
+            return sorted(name for name in self.view.devices if name.startswith(group))
+
+    def knows(self, name: str) -> bool:
+        """Whether `name` was heard from since the dashboard started, or is remembered in its history."""
+        with self.feed.lock:
+            return name in self.view.devices
+
     def device(self, name: str, now: float) -> dict[str, Any] | None:
         """One device's row, its current faces and latest events (newest first); None when never seen."""
         with self.feed.lock:

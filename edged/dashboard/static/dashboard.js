@@ -209,16 +209,32 @@
     window.addEventListener("resize", () => plot.setSize({ width: Math.max(300, box.clientWidth), height: 240 }));
     return plot;
   }
+  // A bucket with no sample at all is null in every emotion (nothing heard is not zero faces): a gap in every layer.
+  // A value with no neighbour draws no line (linear: none on either side; stepped, which holds a value until the next
+  // one: none after it), and uPlot leaves point markers out on a dense chart (the day's 96 buckets): such a value was
+  // invisible, a lone bucket of data an empty chart. Markers go exactly there, a filled dot, on every chart and range.
+  function lonePoints(stepped, colour) {
+    const given = (v) => v !== null && v !== undefined;
+    return { show: false, size: 7, fill: colour, filter: (u, si) => {
+      const values = u.data[si], lone = [];
+      for (let i = 0; i < values.length; i++) {
+        if (!given(values[i])) continue;
+        const after = given(values[i + 1]), before = i > 0 && given(values[i - 1]);
+        if (stepped ? !after : !(before || after)) lone.push(i);
+      }
+      return lone.length ? lone : null;
+    } };
+  }
   function stacked(history) {
     const running = history.t.map(() => 0);
-    const layers = EMOTIONS.map((e) => history.emotions[e].map((v, i) => (running[i] += v)));
+    const layers = EMOTIONS.map((e) => history.emotions[e].map((v, i) => (v === null ? null : (running[i] += v))));
     return [history.t, ...layers.reverse()];  // the top of the stack first, so the smaller layers paint over it
   }
   function emotionChart(history) {
     const raw = EMOTIONS.slice().reverse().map((e) => history.emotions[e]);
     const series = EMOTIONS.slice().reverse().map((e, k) => ({
-      label: e, stroke: COLOURS[e], fill: COLOURS[e], width: 1, paths: uPlot.paths.stepped({ align: 1 }),
-      value: (u, v, si, i) => (i === null || i === undefined ? "-" : String(state.emotionRaw[k][i] ?? 0)),
+      label: e, stroke: COLOURS[e], fill: COLOURS[e], width: 1, paths: uPlot.paths.stepped({ align: 1 }), points: lonePoints(true, COLOURS[e]),
+      value: (u, v, si, i) => (i === null || i === undefined ? "-" : String(state.emotionRaw[k][i] ?? "-")),
     }));
     state.emotionRaw = raw;
     if (!state.charts.emotions) {
@@ -226,14 +242,14 @@
                                     [yAxis("y", "faces per bucket", { incrs: COUNTS })], { y: { range: fromZero } });
     }
     else state.charts.emotions.setData(stacked(history));
-    state.emotionEvents = raw.flat().reduce((a, b) => a + b, 0);
+    state.emotionEvents = raw.flat().reduce((a, b) => a + (b ?? 0), 0);
   }
   function lineChart(name, id, series, data, axes, scales) {
     if (!state.charts[name]) state.charts[name] = chart(id, series, data, axes, scales);
     else state.charts[name].setData(data);
   }
   function facesChart(history) {
-    lineChart("faces", "chart-faces", [{ label: "faces", stroke: "#1a73e8", width: 2, spanGaps: false }],
+    lineChart("faces", "chart-faces", [{ label: "faces", stroke: "#1a73e8", width: 2, spanGaps: false, points: lonePoints(false, "#1a73e8") }],
               [history.t, history.faces], [yAxis("y", "faces in view")], { y: { range: fromZero } });
   }
   // fps on the left; the camera on its own axis on the right, down (0) to up (1): a bucket's share of stats saying up.
@@ -241,8 +257,8 @@
     const camera = { grid: { show: false }, side: 1, size: 56, splits: () => [0, 1],
                      values: (u, splits) => splits.map((v) => (v === 1 ? "up" : v === 0 ? "down" : "")) };
     lineChart("fps", "chart-fps",
-              [{ label: "fps", stroke: "#188038", width: 2, scale: "fps" },
-               { label: "camera up", stroke: "#d93025", width: 2, scale: "camera",
+              [{ label: "fps", stroke: "#188038", width: 2, scale: "fps", points: lonePoints(false, "#188038") },
+               { label: "camera up", stroke: "#d93025", width: 2, scale: "camera", points: lonePoints(false, "#d93025"),
                  value: (u, v) => (v === null || v === undefined ? "-" : Math.round(v * 100) + "% of the time") }],
               [history.t, history.fps, history.camera_ok],
               [yAxis("fps", "fps"), yAxis("camera", "camera", camera)],
@@ -269,11 +285,15 @@
     async function refresh() {
       const [info, history] = await Promise.all([
         fetch("/api/devices/" + name).then((r) => (r.ok ? r.json() : null)),
-        fetch("/api/history?range=" + range + "&device=" + name).then((r) => r.json()),
+        fetch("/api/history?range=" + range + "&device=" + name).then((r) => (r.ok ? r.json() : r.status)),
       ]);
-      emotionChart(history);
-      facesChart(history);
-      fpsChart(history);
+      // 404: a kiosk the dashboard has never seen has no history (the page says so); the charts come with its first message.
+      state.historyStatus = typeof history === "number" ? history : 200;
+      if (typeof history === "object") {
+        emotionChart(history);
+        facesChart(history);
+        fpsChart(history);
+      }
       if (info) {
         const tbody = document.querySelector("#events tbody");
         tbody.replaceChildren();
@@ -291,6 +311,8 @@
     let row = null;
     connect((update) => {
       if (!update.devices[device]) return;
+      const unseen = document.getElementById("unseen");
+      if (unseen) unseen.hidden = true;
       row = merged(row, update.devices[device], update.full);
       const facts = document.getElementById("facts");
       facts.replaceChildren();
@@ -312,11 +334,30 @@
   }
 
   // ---- the fleet's trend (all kiosks, or those whose id starts with a prefix)
+  const NAMED = 12;  // a group of up to this many kiosks is named, each a link to its page; a bigger one is counted
+  function covers(ids) {
+    const said = document.getElementById("covers"), prefix = body.dataset.group || "";
+    said.replaceChildren();
+    said.classList.toggle("none", !ids.length);
+    if (!ids.length) {
+      said.textContent = (prefix ? "No kiosk's id starts with \u201c" + prefix + "\u201d" : "No kiosk seen yet") +
+        ": the charts stay empty until one is heard from (the fleet page lists every kiosk the dashboard knows).";
+      return;
+    }
+    said.append((prefix ? "" : "the whole fleet: ") + plural(ids.length, "kiosk", "kiosks") + (ids.length <= NAMED ? ": " : " (the fleet page lists them)"));
+    if (ids.length > NAMED) return;
+    ids.forEach((id, k) => {
+      const link = el("a", null, id);
+      link.href = "/kiosk/" + encodeURIComponent(id);
+      said.append(...(k ? [", ", link] : [link]));
+    });
+  }
   function trend() {
     markRange();
     const group = encodeURIComponent(body.dataset.group || "");
     async function refresh() {
       const history = await fetch("/api/history?range=" + range + "&group=" + group).then((r) => r.json());
+      covers(history.devices);
       emotionChart(history);
       facesChart(history);
     }
