@@ -367,20 +367,24 @@ class FleetView:
         """Everything as plain JSON-able data, for `edged watch --json` and the dashboard's API (`devices=False`:
         without the per-device part, for a caller that makes its own)."""
         rows = {name: self.device_snapshot(self.devices[name], now) for name in sorted(self.devices)} if devices else {}
-        online = sum(d.status == STATUS_ONLINE for d in self.devices.values())
         return {
             "prefix": self.prefix,
             "window_s": self.window_s,
             "devices": rows,
-            "fleet": {"devices": len(self.devices), "online": online, "faces": self.faces_in_view(),
-                      "emotion_mix": self.emotion_mix(None, now)},
+            "fleet": self.fleet_summary(now),
             "alerts": [{"device": a.device, "kind": a.kind, "detail": a.detail} for a in self.alerts(now)],
             "rejected": self.rejected,
         }
 
-    def faces_in_view(self) -> int:
-        """Faces in view across the fleet, now: live devices only."""
-        return sum(len(d.faces) for d in self.devices.values() if d.live)
+    def fleet_summary(self, now: float, *, mix: bool = True) -> dict[str, Any]:
+        """{"devices", "online", "faces" (in view now: live devices only), "emotion_mix" (unless `mix` is False: it
+        walks every device's window)}."""
+        devices = self.devices.values()
+        summary: dict[str, Any] = {"devices": len(devices), "online": sum(d.status == STATUS_ONLINE for d in devices),
+                                   "faces": sum(len(d.faces) for d in devices if d.live)}
+        if mix:
+            summary["emotion_mix"] = self.emotion_mix(None, now)
+        return summary
 
     def resync(self) -> None:
         """Call when the subscriber's connection to the broker comes back: on every device's topics, the next jump in

@@ -209,9 +209,9 @@ def render(view: FleetView, header: str, now: float | None = None) -> Renderable
         if e.dwell_s is not None:
             emotion += f" (after {e.dwell_s:.1f} s)"
         events_table.add_row(e.ts[11:19], e.device, e.type, str(e.track), emotion)
-    online = sum(d.status == "online" for d in view.devices.values())
-    faces = view.faces_in_view()
-    fleet = Text(f"{plural(len(view.devices), 'device')}, {online} online, {plural(faces, 'face')} in view; "
+    summary = view.fleet_summary(now, mix=False)
+    fleet = Text(f"{plural(summary['devices'], 'device')}, {summary['online']} online, "
+                 f"{plural(summary['faces'], 'face')} in view; "
                  f"fleet emotion mix: {_mix(view.emotion_mix(None, now), top=7)}")
     footer = Text(f"{view.rejected} malformed messages (not the contract; counted, never fatal)"
                   if view.rejected else "", style="dim")

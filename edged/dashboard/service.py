@@ -18,7 +18,7 @@ from pydantic import SecretStr
 
 from edged.dashboard.history import History
 from edged.fleet import Alert, FleetView
-from edged.payloads import STATUS_ONLINE, Event, State, Stats
+from edged.payloads import Event, State, Stats
 from edged.settings import DashboardSettings, MqttSettings
 from edged.watch import Feed
 
@@ -132,11 +132,7 @@ class Dashboard:
             self._dirty.clear()
             found = self.view.alerts(now)
             rows = self._rows(names, now, found)
-            devices = self.view.devices.values()
-            fleet = {"devices": len(devices), "online": sum(d.status == STATUS_ONLINE for d in devices),
-                     "faces": self.view.faces_in_view()}
-            if full:
-                fleet["emotion_mix"] = self.view.emotion_mix(None, now)
+            fleet = self.view.fleet_summary(now, mix=full)
         alerts = [{"device": a.device, "kind": a.kind, "detail": a.detail} for a in found]
         update: dict[str, Any] = {"now": now, "broker": self.broker(), "fleet": fleet, "full": full}
         if full:
