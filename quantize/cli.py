@@ -1,4 +1,6 @@
-"""The `quantize` command line: train, distill, recalibrate, convert, check. Exit 0 ok, 1 accuracy gate failed, 2 bad input."""
+"""The `quantize` command line: train, distill, recalibrate, export, convert, check.
+
+Exit 0 ok, 1 accuracy gate failed, 2 bad input."""
 
 from __future__ import annotations
 
@@ -82,6 +84,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="Training", help="split to take the faces from (default Training)")
     p.add_argument("--faces", type=positive_int, default=8192, help="how many faces (default 8192)")
     p.set_defaults(run=_recalibrate)
+
+    p = sub.add_parser("export", help="write a run's best epoch so far (or a snapshot) as a .keras model",
+                       description="Take a model out of a training checkpoint, finished or not: the best epoch by "
+                       "validation accuracy so far (EMA weights, batch-norm statistics recomputed, as `train` saves "
+                       "them), or snapshot K. The run itself is not touched; --resume continues it.",
+                       epilog="Example: quantize export runs/edge-v2.checkpoint.npz --out teacher.keras && "
+                       "quantize distill --teacher teacher.keras ...")
+    p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT", help="a checkpoint written by quantize train/distill")
+    p.add_argument("--out", required=True, type=Path, help="the .keras model to write")
+    p.add_argument("--snapshot", type=positive_int, metavar="K", help="snapshot K (1-based) instead of the best epoch")
+    p.set_defaults(run=_export)
 
     p = sub.add_parser("convert", help="convert a Keras model to a full-int8 .tflite that takes raw pixels",
                        description="Full-integer post-training quantization: int8 weights, activations, input and "
@@ -267,6 +280,16 @@ def _recalibrate(args) -> int:
 
     layers, faces = recalibrate(args.model, args.data, args.out, args.split, args.faces)
     print(f"{args.out}: batch-norm statistics of {layers} layers recomputed on {faces} {args.split} faces")
+    return EXIT_OK
+
+
+def _export(args) -> int:
+    from quantize.train import export
+
+    info = export(args.checkpoint, args.out, args.snapshot)
+    acc = f"validation accuracy {info['val_accuracy']:.2%}" if info["val_accuracy"] is not None else "no validation"
+    what = f"snapshot {args.snapshot}" if args.snapshot else "best epoch"
+    print(f"{args.out}: {what} of {args.checkpoint}, epoch {info['epoch']}, {acc}")
     return EXIT_OK
 
 

@@ -217,6 +217,29 @@ def resume_state(checkpoint: Path, data: Path | None = None) -> RunState:
     return state
 
 
+def export(checkpoint: Path, out: Path, snapshot: int | None = None) -> dict:
+    """Write the best epoch so far (or snapshot `snapshot`, 1-based) of the run in `checkpoint`, finished or
+    not, as a deployable .keras model at `out`: the teacher for `distill`, or a look at a run still going.
+    Returns `{"epoch": n, "val_accuracy": a}` (a: fraction, None without validation).
+
+    Raises ModelError when the checkpoint holds no such weights (no epoch done yet, or fewer snapshots).
+    """
+    state = resume_state(checkpoint)
+    arrays = _read_arrays(checkpoint)
+    if snapshot is None:
+        prefix, info = "best", state.best
+        if not info:
+            raise ModelError(f"{checkpoint}: no epoch has finished yet, so there is no best epoch to export")
+    else:
+        if not 1 <= snapshot <= len(state.snapshots):
+            raise ModelError(f"{checkpoint}: --snapshot {snapshot}, but the run has {len(state.snapshots)} snapshot(s) "
+                             f"so far (epochs done {state.epochs_done}/{state.options.total_epochs})")
+        prefix, info = f"snap{snapshot - 1}", state.snapshots[snapshot - 1]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _save_model([arrays[k] for k in _keys(arrays, prefix)], state.options, out)
+    return {"epoch": info["epoch"], "val_accuracy": info.get("val_accuracy")}
+
+
 def soft_labels(teachers: list[Path], faces: Faces, tta: str = "none", batch_size: int = 256) -> np.ndarray:
     """The teachers' averaged class probabilities (N, 7) for `faces`, each teacher at its own input size;
     with `tta="flip"` each teacher also sees the mirrored face. Teachers take pixels/255."""

@@ -175,3 +175,30 @@ def test_recalibrate_gives_an_older_model_the_statistics_of_its_weights(npz, tmp
     result = quantize("recalibrate", out, "--data", npz, "--out", fixed, check=True)
     assert "batch-norm statistics of 25 layers recomputed on 140 Training faces" in result.stdout
     assert max(_bn_errors(fixed, npz)) < 1e-3
+
+
+def _predict(path, x):
+    import keras
+
+    return keras.saving.load_model(path, compile=False).predict(x[..., None] / 255.0, verbose=0)
+
+
+def test_export_takes_the_best_epoch_or_a_snapshot_out_of_a_run_finished_or_not(npz, tmp_path):
+    out, ckpt = tmp_path / "m.keras", tmp_path / "run.npz"
+    cycles = ("--cycles", "1", "--cycle-epochs", "1")  # 3 + 1 epochs, snapshots at epochs 3 and 4
+    quantize("train", "--data", npz, "--out", out, "--checkpoint", ckpt, *RUN, *cycles, "--stop-after", "3", check=True)
+    x = np.load(npz)["x_public"].astype(np.float32)
+
+    early = quantize("export", ckpt, "--out", tmp_path / "snap1.keras", "--snapshot", "1", check=True)
+    assert "snapshot 1" in early.stdout and "epoch 3" in early.stdout
+    np.testing.assert_allclose(_predict(tmp_path / "snap1.keras", x), _predict(tmp_path / "m.snapshot1.keras", x), atol=1e-6)
+    missing = quantize("export", ckpt, "--out", tmp_path / "snap2.keras", "--snapshot", "2")
+    assert missing.returncode == 2 and "the run has 1 snapshot(s) so far" in missing.stderr
+    assert not (tmp_path / "snap2.keras").exists()
+
+    quantize("train", "--resume", ckpt, check=True)  # the export left the run as it was
+    meta, _ = _checkpoint(ckpt)
+    best = quantize("export", ckpt, "--out", tmp_path / "best.keras", check=True)
+    assert f"epoch {meta['best']['epoch']}, validation accuracy {meta['best']['val_accuracy']:.2%}" in best.stdout
+    np.testing.assert_allclose(_predict(tmp_path / "best.keras", x), _predict(out, x), atol=1e-6)
+    assert quantize("export", tmp_path / "nothing.npz", "--out", tmp_path / "x.keras").returncode == 2
