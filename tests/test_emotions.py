@@ -61,3 +61,13 @@ def test_published_emotions_change_at_most_about_once_every_two_seconds_on_every
         print(f"\n[emotions] {name}: {changes} emotion_changed in {face_s:.1f} face-seconds "
               f"({changes / face_s * 60:.1f} per face-minute)")
         assert face_s > 3 and changes / face_s <= 0.5, name
+
+
+def test_the_smiling_astronaut_is_published_as_happy_however_it_moves_approaches_or_turns(tmp_path):
+    """The moving, approaching and turning clips show one smiling face (samples/clips.py), so every emotion
+    published about it is `happy`. A model can pass the accuracy gate and the rate limit above and still say
+    `fear` while the head is turned (flip TTA on the fine-tuned network did, once per turn): this catches it."""
+    for name in ("moving", "approaching", "turning"):
+        events, _ = _run(make_clip(name, tmp_path))
+        published = [(e.type, e.track.emotion) for e in events if e.type in ("face_appeared", "emotion_changed")]
+        assert published and all(emotion == "happy" for _, emotion in published), (name, published)
