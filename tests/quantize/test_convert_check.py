@@ -54,6 +54,15 @@ def test_convert_writes_int8_model_and_sidecar(tiny, converted48):
     assert meta["calibration"]["n"] == 300
 
 
+def test_convert_leaves_the_accuracy_out_when_no_unseen_split_is_left(tiny, tmp_path):
+    """After a final fit on Training+PublicTest, a PublicTest figure would describe faces the model learned."""
+    out = tmp_path / "final.tflite"
+    result = quantize("convert", tiny / "small48.keras", "--data", tiny / "faces.csv", "--out", out,
+                      "--eval-split", "none", check=True)
+    assert json.loads(out.with_suffix(".json").read_text())["accuracy"] is None
+    assert "no accuracy in the sidecar (--eval-split none)" in result.stderr and "PublicTest" not in result.stdout
+
+
 def test_int8_agrees_with_keras(tiny, converted48):
     x, y = public_pixels(tiny, 48)
     float_pred = np.load(tiny / "small48.keras.pred.npy")
