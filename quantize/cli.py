@@ -285,8 +285,12 @@ def _recalibrate(args) -> int:
 
 
 def _export(args) -> int:
+    from quantize.options import writable_file
     from quantize.train import export
 
+    if args.out.suffix != ".keras":
+        raise QuantizeError(f"--out {args.out}: export writes a Keras model, so the name must end in .keras")
+    writable_file(args.out, "--out")
     info = export(args.checkpoint, args.out, args.snapshot)
     acc = f"validation accuracy {info['val_accuracy']:.2%}" if info["val_accuracy"] is not None else "no validation"
     what = f"snapshot {args.snapshot}" if args.snapshot else "best epoch"
@@ -310,6 +314,9 @@ def _convert(args) -> int:
     console = Console(stderr=True)
     labels = parse_labels(args.labels) if args.labels else EMOTIONS
     writable_file(args.out, "--out")
+    if args.eval_split.lower() == args.calibration_split.lower():
+        print(f"quantize: warning: --eval-split {args.eval_split} is also the calibration split (and the split models "
+              "are usually trained on): the accuracy in the sidecar will not be a held-out figure", file=sys.stderr)
     model = load_keras(args.model, args.custom_objects)
     norm, in_model = resolve_normalization(model, args.model, args.input_scale, args.input_offset)
     if in_model:
@@ -329,13 +336,15 @@ def _convert(args) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(flatbuffer)
     int8 = Int8Model(args.out)
-    accuracy = evaluation = None
+    accuracy = evaluation = note = None
     if args.eval_split.lower() == "none":
+        note = sidecar.NO_UNSEEN_SPLIT
         console.print("no accuracy in the sidecar (--eval-split none)")
     else:
         try:
             evaluation = load_split(args.data, args.eval_split)
         except DataError as exc:
+            note = f"not measured: {exc}"
             console.print(f"no accuracy in the sidecar: {exc}")
     if evaluation is not None:
         with console.status(f"evaluating float and int8 on {len(evaluation)} {args.eval_split} faces..."):
@@ -343,7 +352,8 @@ def _convert(args) -> int:
         accuracy = {"split": args.eval_split, "n": result["n"], "float": result["float"]["accuracy"],
                     "int8": result["int8"]["accuracy"], "drop_pts": result["drop_pts"], "agreement": result["agreement"]}
     calib = {"data": calibration.source, "n": len(calibration), "seed": args.seed}
-    meta = sidecar.build(int8, args.model, sha256(args.model), norm, calib, accuracy, labels, in_model, args.tta)
+    meta = sidecar.build(int8, args.model, sha256(args.model), norm, calib, accuracy, labels, in_model, args.tta,
+                         accuracy_note=note)
     sidecar.write(args.out, meta)
     line = f"{args.out}: {args.out.stat().st_size / 1024:,.0f} KB, input {height}x{width} int8 " \
            f"(scale {meta['input']['scale']:g}, zero point {meta['input']['zero_point']})"
@@ -394,6 +404,10 @@ def _check(args) -> int:
         offset = recorded["input_offset"] if offset is None else offset
     else:
         norm_source = "flags"
+    seen = meta.get("accuracy") is None and meta.get("accuracy_note") == sidecar.NO_UNSEEN_SPLIT
+    if seen:
+        print(f"quantize: warning: {sidecar.path_for(args.tflite)} says {sidecar.NO_UNSEEN_SPLIT}: the accuracy below "
+              f"may be on faces it learned (the float -> int8 drop still measures the conversion)", file=sys.stderr)
     faces = load_split(args.data, args.split)
     tta = _tta_for_check(meta, mirror_symmetry(int8, faces), args.tflite, sidecar.path_for(args.tflite))
     if tta["applied"] == "flip":
@@ -408,6 +422,8 @@ def _check(args) -> int:
     result["tta"] = tta
     if mismatch:
         result["source_mismatch"] = mismatch
+    if seen:
+        result["sidecar_accuracy_note"] = meta["accuracy_note"]
     inspection = gate.inspect(np.array(result["float"]["by_output"]), labels, gate.thresholds_from(args))
     result["float_checks"] = gate.as_json(inspection)
     result["max_drop_pts"] = args.max_drop

@@ -56,6 +56,9 @@ def _provenance(result: dict) -> list[str]:
                      f"int8 output steps on {tta['faces']} faces, against {tta['between_steps']:g} between faces)")
     if result.get("source_mismatch"):
         lines.append(f"warning: {result['source_mismatch']}")
+    if result.get("sidecar_accuracy_note"):
+        lines.append(f"note: the sidecar says {result['sidecar_accuracy_note']}: this accuracy may be on faces the "
+                     "model learned; the drop still measures the int8 conversion")
     if result.get("float_checks", {}).get("order_note"):
         lines.append(result["float_checks"]["order_note"])
     return lines

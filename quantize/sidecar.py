@@ -9,7 +9,8 @@ Format 1 (edged reads it):
  "face_crop": {"scale", "shift_x", "shift_y"} (the square around a Haar box the daemon feeds the model, in box
  sides; optional),
  "source": {"file", "sha256"[, "keras2_config_rewritten": [what was changed]]},
- "calibration": {"data", "n"}, "accuracy": {...} | null, "created": ISO 8601, "tool": str}
+ "calibration": {"data", "n"}, "accuracy": {...} | null, "accuracy_note": str (why accuracy is null; optional),
+ "created": ISO 8601, "tool": str}
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ FORMAT = 1
 # How FER2013 frames a face relative to the daemon's Haar box (bench/framing.py on the 2,421 PublicTest faces
 # the cascade finds: median image side / box side 1.032, p10-p90 0.92-1.25; centre offsets under 0.01 box
 # sides). The daemon crops this square around a detected face, so it sees faces framed as in training.
+# accuracy_note of a model converted with --eval-split none: `check` then says its faces may have been learned.
+NO_UNSEEN_SPLIT = "not measured (convert --eval-split none): the model trained on every labelled split"
 FER2013_FACE_CROP = {"scale": 1.03, "shift_x": 0.0, "shift_y": 0.0}
 
 
@@ -46,17 +49,18 @@ def model_id(stem: str, source_sha256: str, labels, tta: str, norm) -> str:
 
 def build(int8: Int8Model, source: Path, source_sha256: str, norm, calibration: dict, accuracy: dict | None,
           labels: tuple[str, ...] = EMOTIONS, in_model: str | None = None, tta: str = "none",
-          face_crop: dict | None = None) -> dict:
+          face_crop: dict | None = None, accuracy_note: str | None = None) -> dict:
     """The sidecar's content. labels: the emotion of each output, in output order (the daemon maps by it);
     in_model: the model's own input normalization layer, if any (then norm is scale 1, offset 0); tta: test-time
-    augmentation inside the graph; face_crop: the daemon's crop around a Haar box (default: FER2013's framing)."""
+    augmentation inside the graph; face_crop: the daemon's crop around a Haar box (default: FER2013's framing);
+    accuracy_note: why `accuracy` is None (e.g. NO_UNSEEN_SPLIT)."""
     from quantize.keras_io import keras2_rewrites
 
     source_info: dict = {"file": source.name, "sha256": source_sha256}
     rewritten = keras2_rewrites(source) if source.suffix.lower() in {".h5", ".hdf5", ".keras"} else None
     if rewritten:
         source_info["keras2_config_rewritten"] = rewritten[1]
-    return {
+    data = {
         "format": FORMAT,
         "model_id": model_id(int8.path.stem, source_sha256, labels, tta, norm),
         "labels": list(labels),
@@ -72,6 +76,9 @@ def build(int8: Int8Model, source: Path, source_sha256: str, norm, calibration: 
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         "tool": f"quantize {__version__}",
     }
+    if accuracy is None and accuracy_note:
+        data["accuracy_note"] = accuracy_note
+    return data
 
 
 def read(tflite: Path) -> dict:

@@ -26,6 +26,7 @@ import math
 import os
 import sys
 import time
+import zipfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -467,10 +468,17 @@ def _write_checkpoint(path: Path, state: RunState, model, optimizer, best, snaps
 
 
 def _read_arrays(path: Path, only_meta: bool = False) -> dict[str, np.ndarray]:
+    if not path.is_file():
+        raise ModelError(f"{path}: no such checkpoint file" if not path.exists() else f"{path}: not a file")
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        archive = np.load(path, allow_pickle=False)
+        if not hasattr(archive, "files"):
+            raise ValueError("a single array, not an .npz archive")
+        with archive:
+            if "meta" not in archive.files:
+                raise ValueError("no run metadata in it (a checkpoint is the .npz that train/distill --checkpoint write)")
             return {k: archive[k] for k in archive.files if not only_meta or k == "meta"}
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         raise ModelError(f"{path}: not a quantize checkpoint ({type(exc).__name__}: {exc})") from None
 
 

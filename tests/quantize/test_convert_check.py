@@ -59,8 +59,22 @@ def test_convert_leaves_the_accuracy_out_when_no_unseen_split_is_left(tiny, tmp_
     out = tmp_path / "final.tflite"
     result = quantize("convert", tiny / "small48.keras", "--data", tiny / "faces.csv", "--out", out,
                       "--eval-split", "none", check=True)
-    assert json.loads(out.with_suffix(".json").read_text())["accuracy"] is None
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["accuracy"] is None and "trained on every labelled split" in meta["accuracy_note"]
     assert "no accuracy in the sidecar (--eval-split none)" in result.stderr and "PublicTest" not in result.stdout
+    # check still gates the drop, and says the accuracy it prints may be on learned faces (terminal and report).
+    checked = quantize("check", "--keras", tiny / "small48.keras", "--tflite", out, "--data", tiny / "faces.csv",
+                       "--report", tmp_path / "report", check=True)
+    assert "may be on faces it learned" in checked.stderr
+    assert "may be on faces the model learned" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_convert_warns_when_it_would_score_the_calibration_split(tiny, tmp_path):
+    out = tmp_path / "m.tflite"
+    result = quantize("convert", tiny / "small48.keras", "--data", tiny / "faces.csv", "--out", out,
+                      "--eval-split", "Training", check=True)
+    assert "--eval-split Training is also the calibration split" in result.stderr
+    assert json.loads(out.with_suffix(".json").read_text())["accuracy"]["split"] == "Training"
 
 
 def test_int8_agrees_with_keras(tiny, converted48):

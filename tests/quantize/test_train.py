@@ -201,4 +201,14 @@ def test_export_takes_the_best_epoch_or_a_snapshot_out_of_a_run_finished_or_not(
     best = quantize("export", ckpt, "--out", tmp_path / "best.keras", check=True)
     assert f"epoch {meta['best']['epoch']}, validation accuracy {meta['best']['val_accuracy']:.2%}" in best.stdout
     np.testing.assert_allclose(_predict(tmp_path / "best.keras", x), _predict(out, x), atol=1e-6)
-    assert quantize("export", tmp_path / "nothing.npz", "--out", tmp_path / "x.keras").returncode == 2
+    # Bad input: a clear error (exit 2) naming the file or flag, no traceback, nothing written.
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(ckpt.read_bytes()[:4000])
+    for args, says in [((tmp_path / "nothing.npz", "--out", tmp_path / "x.keras"), "no such checkpoint file"),
+                       ((out, "--out", tmp_path / "x.keras"), "not a quantize checkpoint"),  # a model, not a run
+                       ((truncated, "--out", tmp_path / "x.keras"), "not a quantize checkpoint"),
+                       ((ckpt, "--out", tmp_path / "x.h5"), "must end in .keras"),
+                       ((ckpt, "--out", tmp_path), "must end in .keras")]:
+        result = quantize("export", *args)
+        assert result.returncode == 2 and says in result.stderr and "Traceback" not in result.stderr, (args, result.stderr)
+    assert not (tmp_path / "x.keras").exists()
