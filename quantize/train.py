@@ -233,8 +233,11 @@ def export(checkpoint: Path, out: Path, snapshot: int | None = None) -> dict:
             raise ModelError(f"{checkpoint}: no epoch has finished yet, so there is no best epoch to export")
     else:
         if not 1 <= snapshot <= len(state.snapshots):
+            ends = state.options.cycle_ends()
+            when = f"snapshot {snapshot} comes at epoch {ends[snapshot - 1]}" if snapshot <= len(ends) else \
+                f"the schedule has {len(ends)} snapshot(s) in all"
             raise ModelError(f"{checkpoint}: --snapshot {snapshot}, but the run has {len(state.snapshots)} snapshot(s) "
-                             f"so far (epochs done {state.epochs_done}/{state.options.total_epochs})")
+                             f"so far (epochs done {state.epochs_done}/{state.options.total_epochs}; {when})")
         prefix, info = f"snap{snapshot - 1}", state.snapshots[snapshot - 1]
     out.parent.mkdir(parents=True, exist_ok=True)
     _save_model([arrays[k] for k in _keys(arrays, prefix)], state.options, out)

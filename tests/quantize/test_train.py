@@ -194,6 +194,7 @@ def test_export_takes_the_best_epoch_or_a_snapshot_out_of_a_run_finished_or_not(
     np.testing.assert_allclose(_predict(tmp_path / "snap1.keras", x), _predict(tmp_path / "m.snapshot1.keras", x), atol=1e-6)
     missing = quantize("export", ckpt, "--out", tmp_path / "snap2.keras", "--snapshot", "2")
     assert missing.returncode == 2 and "the run has 1 snapshot(s) so far" in missing.stderr
+    assert "snapshot 2 comes at epoch 4" in missing.stderr
     assert not (tmp_path / "snap2.keras").exists()
 
     quantize("train", "--resume", ckpt, check=True)  # the export left the run as it was
